@@ -1,0 +1,172 @@
+"""Small helpers shared by every module: device and dtype resolution, optional-dependency checks, atomic writes.
+
+Simplifications: device resolution knows cuda, mps and cpu only; "auto" never picks a second GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+# --- optional dependencies -------------------------------------------------------------------------------------
+
+
+@functools.lru_cache
+def is_available(module: str) -> bool:
+    """True when ``module`` can be imported (looked up without importing it)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def require(module: str, purpose: str, install: str) -> None:
+    """Raise an ImportError that says what needs ``module`` and how to install it."""
+    if not is_available(module):
+        raise ImportError(
+            f"{purpose} needs the '{module}' package, which is not installed. Install it with: {install}"
+        )
+
+
+# --- device and dtype ------------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | None = None) -> str:
+    """Map ``None``/"auto" to the best available device; check an explicit one exists."""
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    base = str(device).split(":")[0]
+    if base not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES} (optionally 'cuda:N'), got {device!r}")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return str(device)
+
+
+@functools.lru_cache
+def cpu_has_fast_bf16() -> bool:
+    """True when this CPU multiplies bf16 matrices natively (AMX or AVX-512 BF16), so bf16 beats fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()
+    except (OSError, IndexError):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def normalize_dtype_name(dtype: Any) -> str:
+    """Return the canonical name ("auto", "float32", "bfloat16", "float16") of a dtype string or torch dtype."""
+    name = str(dtype).replace("torch.", "")
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (or fp32/bf16/fp16), got {dtype!r}")
+    return name
+
+
+def resolve_dtype(dtype: Any, device: str):
+    """Map a dtype name to a torch dtype; "auto" is bf16 (fp16 on old GPUs) on CUDA and fp32 elsewhere."""
+    import torch
+
+    name = normalize_dtype_name(dtype)
+    if name == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where dequantized weights and other caches live: $SFP_RAG_CACHE, else the user cache directory."""
+    env = os.environ.get("SFP_RAG_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("sfp_rag"))
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; on success it replaces ``target`` in one rename.
+
+    The old ``target`` stays in place until the new one is complete, and is removed only after the swap. On an
+    exception (Ctrl-C included) the temporary directory is deleted and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named distributions (missing ones are left out)."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out

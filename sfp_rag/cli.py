@@ -1,0 +1,177 @@
+"""The ``sfp-rag`` command line: parses options, calls the library, prints. No logic of its own.
+
+User errors (bad paths, missing models, malformed data) become ``click.ClickException`` (exit 1) with the library's
+message; logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+logger = logging.getLogger("sfp_rag")
+
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, TypeError, PermissionError)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:  # transformers is chatty: its loggers and weight-loading bars stay quiet unless -vv
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _fail(err: Exception) -> click.ClickException:
+    return click.ClickException(str(err))
+
+
+def encoder_options(f):
+    """Options shared by every command that embeds text."""
+    opts = [
+        click.option(
+            "--model",
+            "-m",
+            envvar="SFP_RAG_MODEL",
+            default=None,
+            help="Built-in model name, .gguf file, model dir, hub id, or trained adapter dir "
+            "[env SFP_RAG_MODEL; default: the shipped default].",
+        ),
+        click.option("--adapter", default=None, help="A LoRA adapter directory written by `sfp-rag train`."),
+        click.option(
+            "--template", "-t", default=None, help="Preset name (eol-sum, sth-sum, eol, ...) or template string."
+        ),
+        click.option(
+            "--pooling",
+            type=click.Choice(["rep2", "rep1", "mean", "concat"]),
+            default=None,
+            help="Which representation is the embedding [default: rep2].",
+        ),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto]."),
+        click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto]."),
+        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_encoder(model, adapter, template, pooling, device, dtype):
+    from .encoder import SFPEncoder
+
+    overrides = {
+        k: v
+        for k, v in {
+            "adapter": adapter,
+            "template": template,
+            "pooling": pooling,
+            "device": device,
+            "dtype": dtype,
+        }.items()
+        if v is not None
+    }
+    try:
+        return SFPEncoder.from_pretrained(model, **overrides)
+    except USER_ERRORS as err:
+        raise _fail(err) from err
+
+
+# --- the group ------------------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sfp-rag")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """CSE-SFP sentence embeddings for retrieval: index documents, query them, train and evaluate embedders.
+
+    \b
+    Examples:
+      sfp-rag index ./docs --name docs
+      sfp-rag query "how do I reset my password?" --index docs
+      sfp-rag eval sts --data ../shared/data/senteval
+      sfp-rag models
+    """
+    _setup_logging(verbose, quiet)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """List the built-in offline backbones and whether they are installed."""
+    from .backbones import describe_models
+
+    rows = describe_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = ("installed" + (", converted" if r["cached"] else "")) if r["installed"] else "not installed"
+        click.echo(f"{r['name']:<14} {state:<22} {r['description']} [{r['license']}]")
+        if not r["installed"]:
+            click.echo(f"{'':<14} install: {r['install']}")
+
+
+# --- eval -------------------------------------------------------------------------------------------------------
+
+
+@main.group(name="eval")
+def eval_group() -> None:
+    """Evaluate an embedder (STS; more suites are added by later commands)."""
+
+
+@eval_group.command("sts")
+@encoder_options
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("../shared/data/senteval"),
+    show_default=True,
+    help="SentEval data folder.",
+)
+@click.option(
+    "--tasks",
+    default=None,
+    help="Comma-separated tasks [default: STS12-16, STSBenchmark, SICKRelatedness]; "
+    "STSBenchmark-dev / SICKRelatedness-dev for model selection.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the results as JSON here.",
+)
+def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, output) -> None:
+    """Spearman x100 on STS12-16 (pooled subsets), STS-B and SICK-R, as SimCSE/PromptEOL/CSE-SFP report."""
+    from .evaluation.sts import STS_TASKS, evaluate_sts, format_table
+
+    task_list = tuple(t.strip() for t in tasks.split(",")) if tasks else STS_TASKS
+    if not data_dir.is_dir():
+        raise click.ClickException(f"STS data folder {data_dir} does not exist; pass --data …/shared/data/senteval")
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    try:
+        result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
+    except USER_ERRORS as err:
+        raise _fail(err) from err
+    result["encoder"] = encoder.identity()
+    click.echo(format_table({encoder.config.model: result["scores"]}))
+    if output:
+        from ._utils import atomic_write_json
+
+        atomic_write_json(output, result)
+        click.echo(f"wrote {output}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

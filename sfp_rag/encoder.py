@@ -1,0 +1,261 @@
+"""``SFPEncoder``: text in, CSE-SFP embeddings out, with one forward pass per batch.
+
+``encode`` takes a string or a list of strings and returns float32 numpy, ``(N, d)`` (or ``(d,)`` for one string),
+L2-normalised by default. Inside it tokenizes everything once, sorts by length so batches carry little padding,
+runs the backbone under ``inference_mode`` and puts the rows back in the caller's order.
+
+Simplification: queries and documents use the same template; ``encode_queries``/``encode_documents`` exist so an
+asymmetric template can be added without changing callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._utils import require, resolve_device, resolve_dtype
+from .backbones import BUILTIN_MODELS, load_backbone
+from .config import CONFIG_NAME, EncoderConfig, load_encoder_config, save_config
+from .modeling import SFPModel
+from .pooling import check_pooling, pool, pooled_dim
+from .tokenization import PromptTokenizer, check_texts
+
+logger = logging.getLogger(__name__)
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Group row indices into batches, longest first: at most ``batch_size`` rows and, when given,
+    at most ``max_batch_tokens`` padded tokens (rows x longest row) per batch."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = len(current) >= batch_size or (
+            max_batch_tokens is not None and current and (len(current) + 1) * longest > max_batch_tokens
+        )
+        if full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class SFPEncoder:
+    """Embeds texts with a decoder-only LM and a two-stage prompt.
+
+    Args:
+        model: the backbone (``AutoModel``) or an ``SFPModel`` around it.
+        tokenizer: its fast tokenizer.
+        config: how the embeddings are made (template, pooling, normalisation, ...).
+        device: where ``model`` lives (taken from its parameters when None).
+
+    Example:
+        >>> enc = SFPEncoder.from_pretrained("gemma3-270m")            # doctest: +SKIP
+        >>> enc.encode(["A cat sits.", "A dog runs."]).shape           # doctest: +SKIP
+        (2, 640)
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, config: EncoderConfig | None = None, device: str | None = None):
+        self.model = model if isinstance(model, SFPModel) else SFPModel(model)
+        self.model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or EncoderConfig()
+        self.device = device or str(next(self.model.parameters()).device)
+        self.prompts = PromptTokenizer(
+            tokenizer,
+            self.config.template,
+            max_text_tokens=self.config.max_text_tokens,
+            normalize_text=self.config.normalize_text,
+        )
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path | None = None, **overrides: Any) -> SFPEncoder:
+        """Build an encoder from a built-in name, a model path or hub id, or a trained adapter directory.
+
+        Args:
+            model: a built-in backbone name (``sfp_rag.backbones.BUILTIN_MODELS``), a .gguf file, a model directory,
+                a hub id, or a directory with ``sfp_config.json`` (a trained adapter). None: the default.
+            **overrides: any ``EncoderConfig`` field (``adapter``, ``template``, ``pooling``, ``device``, ...).
+        """
+        config = resolve_config(model, **overrides)
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        backbone, tokenizer = load_backbone(config.model, device=device, dtype=dtype, load_in_4bit=config.load_in_4bit)
+        if config.adapter:
+            backbone = attach_adapter(backbone, config.adapter, merge=not config.load_in_4bit)
+        logger.info("loaded %s (adapter=%s) on %s as %s", config.model, config.adapter, device, dtype)
+        return cls(backbone, tokenizer, config, device=device)
+
+    # --- encoding ---------------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return pooled_dim(self.model.hidden_size, self.config.pooling)
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        max_batch_tokens: int | None = None,
+        pooling: str | None = None,
+        normalize_embeddings: bool | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts``: float32 ``(N, d)``, or ``(d,)`` for a single string.
+
+        Args:
+            texts: a string or a list of strings (empty strings are embedded with an empty slot).
+            batch_size: rows per forward pass at most.
+            max_batch_tokens: padded tokens per forward pass at most (None: only ``batch_size`` limits).
+            pooling: override the configured pooling (rep2, rep1, mean, concat).
+            normalize_embeddings: override the configured L2 normalisation.
+            show_progress_bar: None shows one when this module logs at INFO and there are many texts.
+        """
+        single = isinstance(texts, str)
+        items = check_texts(texts)
+        mode = check_pooling(pooling or self.config.pooling)
+        normalize = self.config.normalize_embeddings if normalize_embeddings is None else normalize_embeddings
+        if not items:
+            return np.zeros((0, pooled_dim(self.model.hidden_size, mode)), dtype=np.float32)
+        empty = sum(1 for t in items if not t.strip())
+        if empty:
+            logger.warning(
+                "%d of %d texts are empty or whitespace; they are embedded with an empty slot", empty, len(items)
+            )
+        prompts = self.prompts.tokenize(items)
+        batches = plan_batches([len(p.input_ids) for p in prompts], batch_size, max_batch_tokens)
+        out = np.empty((len(items), pooled_dim(self.model.hidden_size, mode)), dtype=np.float32)
+        if show_progress_bar is None:
+            show_progress_bar = logger.isEnabledFor(logging.INFO) and len(items) >= 256
+        progress = _progress(len(items), show_progress_bar)
+        with torch.inference_mode(), self._autocast():
+            for rows in batches:
+                batch = self.prompts.collate([prompts[i] for i in rows]).to(self.device)
+                reps = self.model(batch)
+                emb = pool(reps.rep1, reps.rep2, mode).float()  # (b, d)
+                if normalize:
+                    emb = F.normalize(emb, dim=-1)
+                out[rows] = emb.cpu().numpy()
+                progress.update(len(rows))
+        progress.close()
+        return out[0] if single else out
+
+    def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+        """Embed search queries (same template as documents for now)."""
+        return self.encode(queries, **kwargs)
+
+    def encode_documents(self, documents: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+        """Embed documents or chunks to be searched."""
+        return self.encode(documents, **kwargs)
+
+    def _autocast(self):
+        return contextlib.nullcontext()
+
+    # --- identity and saving ----------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the vectors: an index built with one identity must be queried with the same one."""
+        c = self.config
+        return {
+            "model": c.model,
+            "adapter": c.adapter,
+            "adapter_sha256": _adapter_digest(c.adapter),
+            "template": self.prompts.template.template,
+            "pooling": c.pooling,
+            "max_text_tokens": c.max_text_tokens,
+            "normalize_text": c.normalize_text,
+            "normalize_embeddings": c.normalize_embeddings,
+            "dim": self.dim,
+        }
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def save_config(self, directory: str | Path) -> Path:
+        return save_config(Path(directory), self.config)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"SFPEncoder(model={c.model!r}, adapter={c.adapter!r}, template={self.prompts.template.name!r}, "
+            f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r})"
+        )
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def resolve_config(model: str | Path | None = None, **overrides: Any) -> EncoderConfig:
+    """The ``EncoderConfig`` that ``from_pretrained(model, **overrides)`` builds from."""
+    if model is not None and Path(model).is_dir() and (Path(model) / CONFIG_NAME).exists():
+        return load_encoder_config(Path(model)).replace(**overrides)
+    if model is not None:
+        overrides["model"] = _canonical_model(str(model))
+    return EncoderConfig(**overrides)
+
+
+def _canonical_model(model: str) -> str:
+    """Built-in names and hub ids as given; local paths made absolute so identities compare."""
+    if model in BUILTIN_MODELS or not Path(model).expanduser().exists():
+        return model
+    return str(Path(model).expanduser().resolve())
+
+
+def attach_adapter(backbone: nn.Module, adapter: str | Path, merge: bool = True) -> nn.Module:
+    """Load a PEFT adapter onto ``backbone``; merge it into the weights for inference when possible."""
+    require("peft", "Loading an adapter", "pip install peft")
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(f"adapter {path} has no adapter_config.json; pass the directory `sfp-rag train` wrote")
+    model = PeftModel.from_pretrained(backbone, str(path))
+    return model.merge_and_unload() if merge else model
+
+
+def _adapter_digest(adapter: str | None) -> str | None:
+    if not adapter:
+        return None
+    h = hashlib.sha256()
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        p = Path(adapter) / name
+        if p.exists():
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            return h.hexdigest()[:16]
+    return None
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="encode", unit="text")
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

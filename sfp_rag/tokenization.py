@@ -1,0 +1,194 @@
+"""Turn texts into padded prompt batches with the token positions of Rep1 and Rep2 for every row.
+
+Positions come from the fast tokenizer's ``offset_mapping`` on the rendered prompt: Rep1 is the token that ends
+where stage one ends, Rep2 the token that ends where the prompt ends. Nothing depends on the model's name or on a
+distance measured once, so special tokens (a BOS, an appended EOS) and any merge behaviour are handled per row.
+
+Only the text slot is truncated, to ``max_text_tokens`` tokens counted inside the rendered prompt; the template is
+never cut. Simplification: a text that needs cutting is cut at a token boundary and tokenized again in context, which
+can leave it one token off the limit when the cut changes how its last characters merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .prompts import PromptTemplate, RenderedPrompt, get_template, normalize_sentence
+
+logger = logging.getLogger(__name__)
+
+PADDING_SIDES = ("right", "left")
+
+
+@dataclass
+class PromptBatch:
+    """A padded batch of prompts and, per row, where to read Rep1 and Rep2."""
+
+    input_ids: torch.Tensor  # (B, L) long
+    attention_mask: torch.Tensor  # (B, L) long, 1 on real tokens
+    rep1_index: torch.Tensor  # (B,) long, position of the last stage-one token
+    rep2_index: torch.Tensor  # (B,) long, position of the last prompt token
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        return PromptBatch(*(t.to(device, non_blocking=True) for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.input_ids, self.attention_mask, self.rep1_index, self.rep2_index
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """One prompt's token ids (unpadded) and the indices of its Rep1 and Rep2 tokens."""
+
+    input_ids: list[int]
+    rep1: int
+    rep2: int
+    truncated: bool = False
+
+
+def check_texts(texts: object) -> list[str]:
+    """Accept ``str`` or a sequence of ``str``; raise a TypeError naming the first bad item otherwise."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
+        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it")
+    return out
+
+
+class PromptTokenizer:
+    """Render texts into a template, tokenize them, and find Rep1/Rep2.
+
+    Args:
+        tokenizer: a Hugging Face *fast* tokenizer (offsets are required).
+        template: a ``PromptTemplate``, a preset name or a template string.
+        max_text_tokens: cut the text slot to this many tokens (None: never cut).
+        normalize_text: apply ``prompts.normalize_sentence`` to every text first.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        template: str | PromptTemplate,
+        *,
+        max_text_tokens: int | None = 32,
+        normalize_text: bool = True,
+    ) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(
+                f"{type(tokenizer).__name__} is not a fast tokenizer; Rep1/Rep2 positions need offset mappings. "
+                "Load it with AutoTokenizer.from_pretrained(..., use_fast=True)."
+            )
+        if max_text_tokens is not None and max_text_tokens < 1:
+            raise ValueError(f"max_text_tokens must be a positive integer or None, got {max_text_tokens}")
+        self.tokenizer = tokenizer
+        self.template = get_template(template)
+        self.max_text_tokens = max_text_tokens
+        self.normalize_text = normalize_text
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_token_id = int(pad)
+
+    # --- tokenizing -----------------------------------------------------------------------------------------
+
+    def tokenize(self, texts: str | Sequence[str]) -> list[TokenizedPrompt]:
+        texts = check_texts(texts)
+        if self.normalize_text:
+            texts = [normalize_sentence(t) for t in texts]
+        rendered = [self.template.render(t) for t in texts]
+        encodings = self._encode(rendered)
+        out: list[TokenizedPrompt | None] = [None] * len(texts)
+        redo: list[int] = []
+        for i, (r, (ids, offsets)) in enumerate(zip(rendered, encodings)):
+            cut = self._cut_point(r, offsets)
+            if cut is None:
+                out[i] = self._locate(r, ids, offsets)
+            else:
+                texts[i] = texts[i][:cut]
+                redo.append(i)
+        if redo:
+            again = [self.template.render(texts[i]) for i in redo]
+            for i, r, (ids, offsets) in zip(redo, again, self._encode(again)):
+                item = self._locate(r, ids, offsets)
+                out[i] = TokenizedPrompt(item.input_ids, item.rep1, item.rep2, truncated=True)
+            logger.debug("cut %d of %d texts to %s tokens", len(redo), len(texts), self.max_text_tokens)
+        return out  # type: ignore[return-value]
+
+    def _encode(self, rendered: list[RenderedPrompt]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        enc = self.tokenizer(
+            [r.prompt for r in rendered],
+            add_special_tokens=True,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            truncation=False,
+        )
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
+
+    def _cut_point(self, r: RenderedPrompt, offsets: list[tuple[int, int]]) -> int | None:
+        """Characters of text to keep when its slot holds more than ``max_text_tokens`` tokens, else None."""
+        if self.max_text_tokens is None or r.text_end == r.text_start:
+            return None
+        in_text = [end for start, end in offsets if end > start and start < r.text_end and end > r.text_start]
+        if len(in_text) <= self.max_text_tokens:
+            return None
+        return max(0, min(in_text[self.max_text_tokens - 1], r.text_end) - r.text_start)
+
+    def _locate(self, r: RenderedPrompt, ids: list[int], offsets: list[tuple[int, int]]) -> TokenizedPrompt:
+        rep1 = rep2 = None
+        for i, (start, end) in enumerate(offsets):
+            if end <= start:  # special tokens have empty spans
+                continue
+            if end == r.rep1_end:
+                rep1 = i
+            if end == len(r.prompt):
+                rep2 = i
+        if rep1 is None or rep2 is None:
+            which = "stage one" if rep1 is None else "the prompt"
+            at = r.rep1_end if rep1 is None else len(r.prompt)
+            near = [r.prompt[s:e] for s, e in offsets if e > s and e > at - 8 and s < at + 8]
+            raise ValueError(
+                f"template {self.template.name!r} with {type(self.tokenizer).__name__}: no token ends where {which} "
+                f"ends (character {at} of {r.prompt!r}); tokens there are {near}. Put a word boundary at that point, "
+                "e.g. end the stage with a whole word."
+            )
+        return TokenizedPrompt(list(ids), rep1, rep2)
+
+    # --- batching -----------------------------------------------------------------------------------------
+
+    def collate(self, items: Sequence[TokenizedPrompt], padding_side: str = "right") -> PromptBatch:
+        """Pad ``items`` into one batch; the Rep indices follow the padding."""
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
+        if not items:
+            raise ValueError("cannot collate an empty list of prompts")
+        length = max(len(it.input_ids) for it in items)
+        ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        rep1 = torch.empty(len(items), dtype=torch.long)
+        rep2 = torch.empty(len(items), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it.input_ids)
+            shift = length - n if padding_side == "left" else 0
+            ids[row, shift : shift + n] = torch.tensor(it.input_ids, dtype=torch.long)
+            mask[row, shift : shift + n] = 1
+            rep1[row] = it.rep1 + shift
+            rep2[row] = it.rep2 + shift
+        return PromptBatch(ids, mask, rep1, rep2)
+
+    def __call__(self, texts: str | Sequence[str], padding_side: str = "right") -> PromptBatch:
+        return self.collate(self.tokenize(texts), padding_side=padding_side)

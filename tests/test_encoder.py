@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from sfp_rag.config import EncoderConfig
+from sfp_rag.encoder import SFPEncoder, plan_batches
+
+TEXTS = [
+    "a man is playing a guitar",
+    "",
+    "dogs run in the park",
+    "the cat sat on the mat and then it slept for a very long time indeed",
+    "how do I reset my password?",
+    "x",
+]
+
+
+def test_batched_equals_one_by_one(tiny_encoder):
+    texts = [t for t in TEXTS if t]
+    batched = tiny_encoder.encode(texts, batch_size=3)
+    single = np.stack([tiny_encoder.encode(t) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_token_budget_batches_give_the_same_vectors(tiny_encoder):
+    texts = [t for t in TEXTS if t]
+    a = tiny_encoder.encode(texts, batch_size=64)
+    b = tiny_encoder.encode(texts, batch_size=64, max_batch_tokens=40)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_shapes_dtype_and_normalisation(tiny_encoder):
+    out = tiny_encoder.encode(["a", "b c"])
+    assert out.shape == (2, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    one = tiny_encoder.encode("a")
+    assert one.shape == (32,)
+    raw = tiny_encoder.encode(["a", "b c"], normalize_embeddings=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    assert tiny_encoder.encode([]).shape == (0, 32)
+
+
+def test_pooling_modes(tiny_encoder):
+    texts = ["a cat", "a dog"]
+    r1 = tiny_encoder.encode(texts, pooling="rep1")
+    r2 = tiny_encoder.encode(texts, pooling="rep2")
+    mean = tiny_encoder.encode(texts, pooling="mean", normalize_embeddings=False)
+    np.testing.assert_allclose(mean, (r1 + r2) / 2, atol=1e-5)
+    concat = tiny_encoder.encode(texts, pooling="concat")
+    assert concat.shape == (2, 64)
+    with pytest.raises(ValueError, match="pooling"):
+        tiny_encoder.encode(texts, pooling="cls")
+
+
+def test_empty_string_is_embedded_with_a_warning(tiny_encoder, caplog):
+    with caplog.at_level(logging.WARNING):
+        out = tiny_encoder.encode(["", "a"])
+    assert np.isfinite(out).all()
+    assert "empty" in caplog.text
+
+
+def test_non_strings_are_refused(tiny_encoder):
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
+        tiny_encoder.encode(["a", None])
+
+
+def test_very_long_text_is_truncated_not_rejected(tiny_encoder):
+    long_text = "the cat sat on the mat " * 2000
+    out = tiny_encoder.encode([long_text, "short"])
+    assert out.shape == (2, 32)
+
+
+@pytest.mark.parametrize("n, bs, budget", [(10, 3, None), (7, 100, 50), (1, 1, None), (20, 4, 10)])
+def test_plan_batches_covers_every_row_once(n, bs, budget):
+    lengths = [(i * 7) % 11 + 1 for i in range(n)]
+    batches = plan_batches(lengths, bs, budget)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(n))
+    for b in batches:
+        assert len(b) <= bs
+        if budget is not None and len(b) > 1:
+            assert len(b) * max(lengths[i] for i in b) <= budget
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+    with pytest.raises(ValueError):
+        plan_batches([1], 0)
+
+
+def test_identity_changes_with_what_changes_vectors(tiny_model, bpe_tokenizer):
+    a = SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny", template="eol-sum"))
+    b = SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny", template="eol"))
+    c = SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny", template="eol-sum", dtype="bf16"))
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint() == c.fingerprint()  # precision is not part of the identity
+    assert a.identity()["dim"] == 32
+
+
+def test_from_pretrained_on_a_model_dir(tiny_model_dir):
+    enc = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", template="sth-sum", pooling="mean")
+    assert enc.config.model == str(tiny_model_dir.resolve())
+    assert enc.encode(["hello"]).shape == (1, 32)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="pooling"):
+        EncoderConfig(pooling="avg")
+    with pytest.raises(ValueError, match="dtype"):
+        EncoderConfig(dtype="int3")
+    with pytest.raises(ValueError, match="device"):
+        EncoderConfig(device="tpu")
+    with pytest.raises(ValueError, match="max_text_tokens"):
+        EncoderConfig(max_text_tokens=0)
+    with pytest.raises(ValueError, match="unknown template"):
+        EncoderConfig(template="nope")
+    with pytest.raises(ValueError, match="unknown key"):
+        EncoderConfig.from_dict({"model": "x", "temperature": 1})
+    assert EncoderConfig(dtype="bf16").dtype == "bfloat16"

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import pytest
+
+from sfp_rag.prompts import PRESETS, get_template
+from sfp_rag.tokenization import PromptTokenizer
+
+# The word each preset's Rep1 and Rep2 tokens must decode to.
+MARKERS = {
+    "eol-sum": ("word", "as"),
+    "sth-sum": ("something", "as"),
+    "sth-also-sum": ("something", "as"),
+    "eol": (':"', ':"'),
+    "sth": ("something", "something"),
+    "sum": ("as", "as"),
+}
+
+
+def _decoded(tok, ids, i):
+    return tok.decode([ids[i]]).strip()
+
+
+@pytest.mark.parametrize("fixture", ["bpe_tokenizer", "word_tokenizer"])
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_markers_decode_to_intended_words(request, fixture, preset):
+    tok = request.getfixturevalue(fixture)
+    pt = PromptTokenizer(tok, preset, max_text_tokens=32)
+    for item in pt.tokenize(["a man is playing a guitar", 'he said "the cat sat"', "dogs run"]):
+        rep1_word, rep2_word = MARKERS[preset]
+        if fixture == "word_tokenizer" and preset == "eol":
+            rep1_word = rep2_word = ':"'  # one punctuation run in the word-level vocabulary
+        assert _decoded(tok, item.input_ids, item.rep1) == rep1_word
+        assert _decoded(tok, item.input_ids, item.rep2) == rep2_word
+        assert item.rep2 == len(item.input_ids) - 1
+        if get_template(preset).two_stage:
+            assert item.rep1 < item.rep2
+        else:
+            assert item.rep1 == item.rep2
+
+
+def test_bos_token_is_kept_and_not_a_marker(bpe_tokenizer):
+    item = PromptTokenizer(bpe_tokenizer, "eol-sum")("a cat")
+    assert int(item.input_ids[0, 0]) == bpe_tokenizer.bos_token_id
+
+
+def test_only_the_text_slot_is_truncated(bpe_tokenizer):
+    pt = PromptTokenizer(bpe_tokenizer, "eol-sum", max_text_tokens=8)
+    long_text = "photosynthesis converts light energy into chemical energy in plants " * 20
+    short, long_ = pt.tokenize(["a cat sits", long_text])
+    assert not short.truncated and long_.truncated
+    prompt = bpe_tokenizer.decode(long_.input_ids, skip_special_tokens=True)
+    assert prompt.endswith('" means in one word, it can be summarized as')  # template intact
+    text = prompt.split('"')[1]
+    n_text_tokens = len(bpe_tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert 7 <= n_text_tokens <= 9  # cut in context; may be one off when the cut changes a merge
+    assert _decoded(bpe_tokenizer, long_.input_ids, long_.rep1) == "word"
+    assert _decoded(bpe_tokenizer, long_.input_ids, long_.rep2) == "as"
+
+
+def test_no_truncation_when_limit_is_none(bpe_tokenizer):
+    pt = PromptTokenizer(bpe_tokenizer, "eol", max_text_tokens=None, normalize_text=False)
+    text = "word " * 300
+    (item,) = pt.tokenize([text])
+    assert not item.truncated and len(item.input_ids) > 300
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_collate_indices_follow_padding(bpe_tokenizer, side):
+    pt = PromptTokenizer(bpe_tokenizer, "eol-sum")
+    texts = ["a", "a much longer sentence about the cat that sat on the mat"]
+    items = pt.tokenize(texts)
+    batch = pt.collate(items, padding_side=side)
+    for row, item in enumerate(items):
+        assert batch.input_ids[row, batch.rep1_index[row]] == item.input_ids[item.rep1]
+        assert batch.input_ids[row, batch.rep2_index[row]] == item.input_ids[item.rep2]
+        assert int(batch.attention_mask[row].sum()) == len(item.input_ids)
+    short = 0
+    pad_at = 0 if side == "left" else -1
+    assert int(batch.attention_mask[short, pad_at]) == 0
+    assert batch.input_ids[short, pad_at] == pt.pad_token_id
+
+
+def test_normalisation_is_applied_before_templating(bpe_tokenizer):
+    pt = PromptTokenizer(bpe_tokenizer, "eol")
+    (item,) = pt.tokenize(['is "it" raining?'])
+    prompt = bpe_tokenizer.decode(item.input_ids, skip_special_tokens=True)
+    assert prompt == 'This sentence : "is \'it\' raining." means in one word:"'
+
+
+def test_bad_inputs(bpe_tokenizer):
+    pt = PromptTokenizer(bpe_tokenizer, "eol-sum")
+    with pytest.raises(TypeError, match=r"texts\[1\] is int"):
+        pt.tokenize(["ok", 3])
+    with pytest.raises(TypeError, match="string or a list"):
+        pt.tokenize(5)
+    with pytest.raises(ValueError, match="padding_side"):
+        pt.collate(pt.tokenize(["x"]), padding_side="middle")
+    with pytest.raises(ValueError, match="empty list"):
+        pt.collate([])
+    with pytest.raises(ValueError, match="max_text_tokens"):
+        PromptTokenizer(bpe_tokenizer, "eol-sum", max_text_tokens=0)
+
+
+def test_slow_tokenizer_is_refused(bpe_tokenizer):
+    class Slow:
+        is_fast = False
+
+    with pytest.raises(TypeError, match="not a fast tokenizer"):
+        PromptTokenizer(Slow(), "eol-sum")
+
+
+def test_marker_inside_a_token_is_reported(word_tokenizer):
+    # "word{rep1}able" renders as one word, so no token ends where stage one ends.
+    pt = PromptTokenizer(word_tokenizer, 'This sentence : "{text}" means in one word{rep1}able, it can be')
+    with pytest.raises(ValueError, match="no token ends where stage one ends"):
+        pt.tokenize(["a cat"])
