@@ -35,6 +35,7 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)

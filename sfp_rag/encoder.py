@@ -100,7 +100,7 @@ class SFPEncoder:
         backbone, tokenizer = load_backbone(config.model, device=device, dtype=dtype, load_in_4bit=config.load_in_4bit)
         if config.adapter:
             backbone = attach_adapter(backbone, config.adapter, merge=not config.load_in_4bit)
-        logger.info("loaded %s (adapter=%s) on %s as %s", config.model, config.adapter, device, dtype)
+        logger.debug("loaded %s (adapter=%s) on %s as %s", config.model, config.adapter, device, dtype)
         return cls(backbone, tokenizer, config, device=device)
 
     # --- encoding ---------------------------------------------------------------------------------------

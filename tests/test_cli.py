@@ -67,3 +67,72 @@ def test_eval_sts_user_errors_exit_1(tmp_path, tiny_model_dir):
         ["eval", "sts", "--model", str(tiny_model_dir), "--template", "bogus", "--data", str(tmp_path / "senteval")],
     )
     assert result.exit_code == 1 and "unknown template" in result.output
+
+
+# --- index and query -------------------------------------------------------------------------------------------
+
+
+def _index(runner, docs, model_dir, *extra):
+    return runner.invoke(
+        main, ["-q", "index", str(docs), "--model", str(model_dir), "--device", "cpu", "--chunk-size", "64", *extra]
+    )
+
+
+def test_index_then_query_round_trip(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    docs = write_docs(tmp_path / "docs")
+    runner = CliRunner()
+    result = _index(runner, docs, tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    assert "indexed 5 files" in result.output and (tmp_path / "indexes" / "docs" / "manifest.json").exists()
+    # the only index is the default; the encoder comes from its manifest
+    result = runner.invoke(main, ["-q", "query", "Dogs need a walk every day.", "-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert len(data["hits"]) == 2 and data["hits"][0]["source"] == "pets/dogs.md"
+    plain = runner.invoke(main, ["-q", "query", "cats", "--index", "docs", "-k", "1"])
+    assert plain.exit_code == 0 and plain.output.startswith("1. [")
+    # updating without --model reuses the recorded encoder; unchanged files are not embedded again
+    again = runner.invoke(main, ["-q", "index", str(docs), "--device", "cpu", "--chunk-size", "64", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["embedded"] == 0
+
+
+def test_index_reports_skipped_files(tmp_path, tiny_model_dir):
+    from tests.test_pipeline import write_docs
+
+    docs = write_docs(tmp_path / "docs")
+    (docs / "blob.bin").write_bytes(b"\x00\x01")
+    result = _index(CliRunner(), docs, tiny_model_dir, "--out", str(tmp_path / "kb"))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 files:" in result.output and "blob.bin: binary file" in result.output
+
+
+def test_index_and_query_user_errors(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    runner = CliRunner()
+    result = _index(runner, tmp_path / "missing", tiny_model_dir)
+    assert result.exit_code == 1 and "does not exist" in result.output
+    (tmp_path / "empty").mkdir()
+    result = _index(runner, tmp_path / "empty", tiny_model_dir)
+    assert result.exit_code == 1 and "holds no" in result.output
+    result = runner.invoke(main, ["query", "anything"])
+    assert result.exit_code == 1 and "no index in" in result.output
+    result = runner.invoke(main, ["query", "anything", "--index", "nope"])
+    assert result.exit_code == 1 and "no index at" in result.output
+    docs = write_docs(tmp_path / "docs")
+    assert _index(runner, docs, tiny_model_dir).exit_code == 0
+    result = _index(runner, docs, tiny_model_dir, "--template", "eol")
+    assert result.exit_code == 1 and "another encoder" in result.output and "--rebuild" in result.output
+    result = _index(runner, docs, tiny_model_dir, "--index-type", "IVF4096,Flat", "--rebuild")
+    assert result.exit_code == 1 and "needs at least 4096 vectors" in result.output
+    assert (tmp_path / "indexes" / "docs" / "manifest.json").exists()  # the good index survived the failed rebuild
+    result = runner.invoke(main, ["query", "x", "--index", "docs", "--hybrid"])
+    assert result.exit_code == 1 and "--hybrid" in result.output
+    (tmp_path / "indexes" / "docs" / "index.faiss").write_bytes(b"junk")
+    result = runner.invoke(main, ["query", "x", "--index", "docs"])
+    assert result.exit_code == 1 and "not a readable FAISS index" in result.output

@@ -1,0 +1,175 @@
+"""The on-disk index folder (``indexes/NAME/``) and searching it.
+
+Layout (format ``sfp-rag-index/1``):
+
+    manifest.json    encoder identity and config, index type, chunking, corpus stats, skipped files, versions
+    index.faiss      the FAISS index (always a CPU index); ids are row numbers
+    vectors.npy      float32 (N, d) embeddings, row i = docstore line i (the source of truth for rebuilds)
+    docstore.jsonl   one JSON object per chunk: source, chunk, start, end, text
+    files.json       relpath -> sha256, size, first row and number of chunks (for incremental updates)
+    bm25/            optional BM25 index over the chunk texts (hybrid search)
+
+A folder is written complete into a temporary directory and renamed into place, so a reader sees either the old
+index or the new one. ``Collection.open`` checks that the parts agree and says how to rebuild when they do not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .index import FaissIndex
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "sfp-rag-index/1"
+MANIFEST = "manifest.json"
+FAISS_FILE = "index.faiss"
+VECTORS = "vectors.npy"
+DOCSTORE = "docstore.jsonl"
+FILES = "files.json"
+BM25_DIR = "bm25"
+
+
+class IndexFolderError(ValueError):
+    """An index folder is missing, damaged or does not match the encoder."""
+
+
+class IndexMismatchError(IndexFolderError):
+    """The index was built by another encoder than the one asked to query or update it."""
+
+
+@dataclass
+class Hit:
+    score: float
+    row: int
+    source: str
+    chunk: int
+    start: int | None
+    end: int | None
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(float(self.score), 6),
+            "source": self.source,
+            "chunk": self.chunk,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "row": self.row,
+        }
+
+
+def rebuild_hint(path: Path) -> str:
+    return f"rebuild it with: sfp-rag index <docs> --name {path.name} --rebuild"
+
+
+class Collection:
+    """An index folder opened for searching; FAISS index, vectors and docstore load on first use."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._faiss: FaissIndex | None = None
+        self._lines: list[bytes] | None = None
+        self._files: dict[str, Any] | None = None
+        self._bm25 = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> Collection:
+        path = Path(path)
+        if not (path / MANIFEST).exists():
+            if path.is_dir() and any(path.iterdir()):
+                raise IndexFolderError(
+                    f"{path} has no {MANIFEST}: not an sfp-rag index, or damaged; {rebuild_hint(path)}"
+                )
+            raise IndexFolderError(f"no index at {path}; build one with: sfp-rag index <docs> --name {path.name}")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise IndexFolderError(f"{path / MANIFEST} is damaged ({err}); {rebuild_hint(path)}") from err
+        if manifest.get("format") != FORMAT:
+            raise IndexFolderError(
+                f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}; {rebuild_hint(path)}"
+            )
+        for part in (FAISS_FILE, VECTORS, DOCSTORE, FILES):
+            if not (path / part).exists():
+                raise IndexFolderError(f"{path / part} is missing; {rebuild_hint(path)}")
+        return cls(path, manifest)
+
+    # --- parts -----------------------------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.manifest["index"]["ntotal"])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def faiss(self) -> FaissIndex:
+        if self._faiss is None:
+            index = FaissIndex.load(self.path / FAISS_FILE, self.manifest["index"]["factory"])
+            if index.ntotal != self.ntotal:
+                raise IndexFolderError(
+                    f"{self.path / FAISS_FILE} holds {index.ntotal} vectors, the manifest "
+                    f"{self.ntotal}; {rebuild_hint(self.path)}"
+                )
+            self._faiss = index
+        return self._faiss
+
+    def vectors(self, mmap: bool = True) -> np.ndarray:
+        try:
+            vectors = np.load(self.path / VECTORS, mmap_mode="r" if mmap else None)
+        except (ValueError, OSError) as err:
+            raise IndexFolderError(f"{self.path / VECTORS} is damaged ({err}); {rebuild_hint(self.path)}") from err
+        if vectors.shape[0] != self.ntotal:
+            raise IndexFolderError(
+                f"{self.path / VECTORS} has {vectors.shape[0]} rows, expected {self.ntotal}; {rebuild_hint(self.path)}"
+            )
+        return vectors
+
+    def _docstore_lines(self) -> list[bytes]:
+        if self._lines is None:
+            lines = (self.path / DOCSTORE).read_bytes().splitlines()
+            if len(lines) != self.ntotal:
+                raise IndexFolderError(
+                    f"{self.path / DOCSTORE} has {len(lines)} lines, expected {self.ntotal}; {rebuild_hint(self.path)}"
+                )
+            self._lines = lines
+        return self._lines
+
+    def record(self, row: int) -> dict[str, Any]:
+        try:
+            return json.loads(self._docstore_lines()[row])
+        except json.JSONDecodeError as err:
+            raise IndexFolderError(
+                f"{self.path / DOCSTORE} line {row + 1} is damaged; {rebuild_hint(self.path)}"
+            ) from err
+
+    def texts(self) -> list[str]:
+        return [self.record(i)["text"] for i in range(self.ntotal)]
+
+    @property
+    def files(self) -> dict[str, Any]:
+        if self._files is None:
+            self._files = json.loads((self.path / FILES).read_text(encoding="utf-8"))
+        return self._files
+
+    # --- searching -------------------------------------------------------------------------------------------
+
+    def hit(self, row: int, score: float) -> Hit:
+        r = self.record(row)
+        return Hit(float(score), int(row), r["source"], r["chunk"], r.get("start"), r.get("end"), r["text"])
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """Dense top-``k`` for each query vector."""
+        scores, ids = self.faiss.search(queries, min(k, max(self.ntotal, 1)))
+        return [[self.hit(i, s) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]

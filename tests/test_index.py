@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sfp_rag.hybrid import fuse_runs, rrf_fuse
+from sfp_rag.index import FaissIndex, brute_force_search, min_training_vectors
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    return _unit(rng, 2000, 48), _unit(rng, 25, 48)
+
+
+def test_flat_topk_equals_numpy_brute_force(data):
+    vectors, queries = data
+    index = FaissIndex.build(vectors, "Flat")
+    scores, ids = index.search(queries, 10)
+    ref_scores, ref_ids = brute_force_search(vectors, queries, 10)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_brute_force_reference_is_itself_right():
+    vectors = np.eye(4, dtype=np.float32)
+    q = np.array([[0.1, 0.9, 0.5, 0.0]], dtype=np.float32)
+    scores, ids = brute_force_search(vectors, q, 3)
+    assert ids.tolist() == [[1, 2, 0]] and scores[0, 0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(
+    "factory, min_recall", [("HNSW32", 0.9), ("IVF16,Flat", 0.6), ("IVF16,PQ8x4", 0.1)]
+)  # chance is 10/2000
+def test_approximate_types_train_and_recall(data, factory, min_recall):
+    vectors, queries = data
+    index = FaissIndex.build(vectors, factory)
+    _, ids = index.search(queries, 10)
+    _, ref = brute_force_search(vectors, queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, ref)])
+    assert recall >= min_recall
+
+
+def test_save_and_load_give_the_same_results(tmp_path, data):
+    vectors, queries = data
+    index = FaissIndex.build(vectors, "HNSW32")
+    index.save(tmp_path / "x.faiss")
+    again = FaissIndex.load(tmp_path / "x.faiss", "HNSW32")
+    for a, b in zip(index.search(queries, 5), again.search(queries, 5)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_errors_are_clear(tmp_path, data):
+    vectors, queries = data
+    with pytest.raises(ValueError, match="needs at least 256 vectors"):
+        FaissIndex.build(vectors[:100], "IVF256,Flat")
+    with pytest.raises(ValueError, match="cannot build index type"):
+        FaissIndex.build(vectors, "NotAnIndex42")
+    with pytest.raises(ValueError, match="2-D"):
+        FaissIndex.build(vectors[0], "Flat")
+    index = FaissIndex.build(vectors, "Flat")
+    with pytest.raises(ValueError, match="dim 3"):
+        index.search(np.ones((1, 3), np.float32), 2)
+    (tmp_path / "bad.faiss").write_bytes(b"not a faiss index")
+    with pytest.raises(ValueError, match="not a readable FAISS index"):
+        FaissIndex.load(tmp_path / "bad.faiss")
+    assert min_training_vectors("IVF1024,PQ32") == 1024 and min_training_vectors("Flat") == 0
+
+
+def test_k_larger_than_the_index_pads_with_minus_one():
+    vectors = _unit(np.random.default_rng(1), 3, 8)
+    _, ids = FaissIndex.build(vectors).search(vectors[:1], 5)
+    assert sorted(ids[0][:3].tolist()) == [0, 1, 2] and ids[0][3:].tolist() == [-1, -1]
+
+
+# --- fusion and BM25 ---------------------------------------------------------------------------------------
+
+
+def test_rrf_equals_a_reference_computed_by_hand():
+    dense = [3, 1, 2]
+    sparse = [1, 4, -1]
+    fused = dict(rrf_fuse([dense, sparse], k=60))
+    assert fused[1] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[3] == pytest.approx(1 / 61)
+    assert fused[4] == pytest.approx(1 / 62)
+    assert fused[2] == pytest.approx(1 / 63)
+    assert [d for d, _ in rrf_fuse([dense, sparse])] == [1, 3, 4, 2]  # 3 and 4 tie on score... 1/61 > 1/62
+    assert fuse_runs(np.array([dense]), np.array([sparse]), k=2)[0] == rrf_fuse([dense, sparse])[:2]
+
+
+def test_bm25_finds_the_matching_text():
+    from sfp_rag.bm25 import BM25Index
+
+    texts = ["the cat sat on the mat", "stock markets fell sharply", "cats are sleeping", "the weather is fine"]
+    bm25 = BM25Index.build(texts)
+    scores, ids = bm25.search(["sleeping cat", "market crash", "the and of"], k=3)
+    assert ids[0][0] in (0, 2) and set(ids[0][:2].tolist()) == {0, 2}  # stemming matches cat/cats
+    assert ids[1][0] == 1
+    assert (ids[2] == -1).all()  # stopwords only: nothing matches, nothing fails
+    assert bm25.search(["cat"], k=10)[1].shape == (1, 4)  # k is capped at the corpus size

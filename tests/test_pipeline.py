@@ -1,0 +1,294 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sfp_rag.collection import Collection, IndexFolderError, IndexMismatchError
+from sfp_rag.config import EncoderConfig
+from sfp_rag.documents import DocumentError
+from sfp_rag.encoder import SFPEncoder
+from sfp_rag.index import brute_force_search
+from sfp_rag.pipeline import IndexBusyError, Searcher, build_index, resolve_index_path
+from sfp_rag.vector_store import ShardedVectorStore, embed_with_store
+
+DOCS = {
+    "pets/cats.txt": "Cats sleep for most of the day. A cat purrs when it is content.",
+    "pets/dogs.md": "# Dogs\n\nDogs need a walk every day. Puppies chew on shoes.",
+    "finance/markets.txt": "Stock markets fell sharply after the central bank raised interest rates.",
+    "help/password.md": "To reset your password open the sign-in page and choose forgot password.",
+    "page.html": "<html><body><h1>Tea</h1><p>Green tea is steamed soon after picking.</p></body></html>",
+}
+
+
+def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
+    for rel, text in docs.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def docs(tmp_path) -> Path:
+    return write_docs(tmp_path / "docs")
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir):
+    return SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
+
+
+def _build(docs, encoder, out, **kw):
+    return build_index(docs, encoder, out, chunk_size=64, chunk_overlap=8, show_progress=False, **kw)
+
+
+def test_build_search_and_layout(docs, encoder, tmp_path):
+    out = tmp_path / "indexes" / "kb"
+    report = _build(docs, encoder, out)
+    assert report.files == 5 and report.chunks >= 5 and report.embedded == report.chunks and not report.skipped
+    for part in ("manifest.json", "index.faiss", "vectors.npy", "docstore.jsonl", "files.json"):
+        assert (out / part).exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["encoder"]["identity"]["dim"] == 32 and manifest["fingerprint"] == encoder.fingerprint()
+    assert manifest["corpus"]["files"] == 5 and "torch" in manifest["versions"]
+    coll = Collection.open(out)
+    assert "<html>" not in " ".join(coll.texts())  # HTML is read as text of <body>
+    # stored vectors are the encoder's vectors of the stored texts
+    np.testing.assert_allclose(coll.vectors(), encoder.encode(coll.texts()), atol=1e-5)
+    # dense search equals brute force over the stored vectors
+    searcher = Searcher(coll, encoder)
+    q = "a cat sleeping all day"
+    hits = searcher.search(q, k=3)
+    _, ref = brute_force_search(np.asarray(coll.vectors()), encoder.encode_queries([q]), 3)
+    assert [h.row for h in hits] == ref[0].tolist()
+    assert hits[0].source in DOCS and hits[0].text
+
+
+def test_incremental_update_embeds_only_what_changed(docs, encoder, tmp_path):
+    out = tmp_path / "kb"
+    _build(docs, encoder, out)
+    (tmp_path / "kb-first-files.json").write_text((out / "files.json").read_text())
+    (docs / "pets" / "dogs.md").write_text("# Dogs\n\nDogs love long walks in the rain.", encoding="utf-8")
+    (docs / "finance" / "markets.txt").unlink()
+    (docs / "new.txt").write_text("Photosynthesis turns light into sugar.", encoding="utf-8")
+    second = _build(docs, encoder, out)
+    assert second.changed == ["pets/dogs.md"] and second.removed == ["finance/markets.txt"]
+    assert second.added == ["new.txt"]
+    table = json.loads((tmp_path / "kb-first-files.json").read_text())
+    kept = sum(v["chunks"] for k, v in table.items() if k not in ("pets/dogs.md", "finance/markets.txt"))
+    assert second.reused == kept and second.embedded == second.chunks - kept
+    coll = Collection.open(out)
+    assert set(coll.files) == {"pets/cats.txt", "pets/dogs.md", "help/password.md", "page.html", "new.txt"}
+    # the result equals a fresh build of the same folder
+    fresh = _build(docs, encoder, tmp_path / "fresh")
+    assert fresh.chunks == second.chunks
+    np.testing.assert_allclose(
+        np.asarray(coll.vectors()), np.asarray(Collection.open(tmp_path / "fresh").vectors()), atol=1e-5
+    )
+
+
+def test_unchanged_folder_embeds_nothing(docs, encoder, tmp_path):
+    _build(docs, encoder, tmp_path / "kb")
+    again = _build(docs, encoder, tmp_path / "kb")
+    assert again.embedded == 0 and again.reused == again.chunks
+
+
+def test_bad_files_are_skipped_with_reasons(docs, encoder, tmp_path, monkeypatch):
+    (docs / "blob.bin").write_bytes(b"\x00\x01\x02binary")
+    (docs / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (docs / "empty.txt").write_text("   \n")
+    (docs / "big.txt").write_text("word " * 1000)
+    (docs / ".hidden.txt").write_text("secret")
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.txt":
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    (docs / "locked.txt").write_text("text")
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    report = _build(docs, encoder, tmp_path / "kb", max_file_mb=0.004)
+    assert report.files == 5
+    reasons = report.skipped
+    assert reasons["blob.bin"] == "binary file"
+    assert reasons["latin1.txt"].startswith("not UTF-8 (byte 0xe9 at offset 3)")
+    assert reasons["empty.txt"] == "empty (no text)"
+    assert "over the 0.004 MB limit" in reasons["big.txt"]
+    assert "Permission denied" in reasons["locked.txt"]
+    assert ".hidden.txt" not in reasons and ".hidden.txt" not in Collection.open(tmp_path / "kb").files
+
+
+def test_bad_folders(tmp_path, encoder):
+    with pytest.raises(DocumentError, match="does not exist"):
+        _build(tmp_path / "missing", encoder, tmp_path / "kb")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DocumentError, match="holds no"):
+        _build(tmp_path / "empty", encoder, tmp_path / "kb")
+    (tmp_path / "onlybad").mkdir()
+    (tmp_path / "onlybad" / "x.bin").write_bytes(b"\x00\x00")
+    with pytest.raises(IndexFolderError, match="every file was skipped"):
+        _build(tmp_path / "onlybad", encoder, tmp_path / "kb")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DocumentError, match="is a file"):
+        _build(tmp_path / "afile", encoder, tmp_path / "kb")
+
+
+def test_another_encoder_is_refused(docs, encoder, tmp_path, tiny_model_dir):
+    out = tmp_path / "kb"
+    _build(docs, encoder, out)
+    other = SFPEncoder(encoder.model, encoder.tokenizer, encoder.config.replace(template="eol"))
+    with pytest.raises(IndexMismatchError, match="template"):
+        _build(docs, other, out)
+    with pytest.raises(IndexMismatchError, match="another encoder"):
+        Searcher(Collection.open(out), other)
+    report = _build(docs, other, out, rebuild=True)  # --rebuild switches encoder
+    assert report.reused == 0 and Collection.open(out).fingerprint == other.fingerprint()
+
+
+def test_interrupted_build_keeps_the_old_index_and_resumes(docs, encoder, tmp_path, monkeypatch):
+    import sfp_rag.pipeline as pipeline
+
+    out = tmp_path / "kb"
+    _build(docs, encoder, out)
+    before = (out / "vectors.npy").read_bytes()
+    for i in range(6):
+        (docs / f"more{i}.txt").write_text(f"Extra document number {i} about tea.", encoding="utf-8")
+    monkeypatch.setattr(pipeline, "EMBED_GROUP", 2)
+    real = SFPEncoder.encode_documents
+    calls = []
+
+    def crash_on_second_group(self, texts, **kw):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second group is being embedded
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(SFPEncoder, "encode_documents", crash_on_second_group)
+    with pytest.raises(KeyboardInterrupt):
+        _build(docs, encoder, out)
+    assert (out / "vectors.npy").read_bytes() == before  # the old index is intact and still opens
+    assert Collection.open(out).ntotal == len(Collection.open(out).texts())
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-built folder left behind
+    new_chunks = sum(1 for _ in (docs).glob("more*.txt"))  # one chunk per short file
+    calls.clear()
+    monkeypatch.setattr(
+        SFPEncoder, "encode_documents", lambda self, t, **kw: calls.append(len(t)) or real(self, t, **kw)
+    )
+    report = _build(docs, encoder, out)
+    assert sum(calls) == new_chunks - 2  # the first group's vectors were kept: not embedded again
+    assert report.files == 11 and not (tmp_path / ".kb.partial").exists()
+    fresh = _build(docs, encoder, tmp_path / "fresh")
+    np.testing.assert_allclose(
+        np.asarray(Collection.open(out).vectors()),
+        np.asarray(Collection.open(tmp_path / "fresh").vectors()),
+        atol=1e-5,
+    )
+
+
+def test_second_writer_is_locked_out(docs, encoder, tmp_path):
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path / ".kb.lock")):
+        with pytest.raises(IndexBusyError, match="another process is writing"):
+            _build(docs, encoder, tmp_path / "kb")
+
+
+def test_damaged_index_files_are_reported(docs, encoder, tmp_path):
+    out = tmp_path / "kb"
+    _build(docs, encoder, out)
+    (out / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable FAISS index"):
+        Searcher(Collection.open(out), encoder).search("cats")
+    _build(docs, encoder, out, rebuild=True)
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexFolderError, match="damaged.*--rebuild"):
+        Collection.open(out)
+    _build(docs, encoder, out, rebuild=True)
+    lines = (out / "docstore.jsonl").read_text().splitlines()
+    (out / "docstore.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(IndexFolderError, match="lines, expected"):
+        Searcher(Collection.open(out), encoder).search("cats")
+    (out / "index.faiss").unlink()
+    with pytest.raises(IndexFolderError, match="missing"):
+        Collection.open(out)
+    with pytest.raises(IndexFolderError, match="no index at"):
+        Collection.open(tmp_path / "nothing-here")
+
+
+def test_other_folder_in_the_way_is_not_overwritten(docs, encoder, tmp_path):
+    out = tmp_path / "kb"
+    out.mkdir()
+    (out / "precious.txt").write_text("do not delete")
+    with pytest.raises(IndexFolderError, match="not an sfp-rag index"):
+        _build(docs, encoder, out)
+    assert (out / "precious.txt").exists()
+
+
+def test_approximate_index_type_and_hybrid(docs, encoder, tmp_path):
+    out = tmp_path / "kb"
+    _build(docs, encoder, out, factory="HNSW32", hybrid=True)
+    searcher = Searcher(Collection.open(out), encoder)
+    assert searcher.collection.manifest["index"]["factory"] == "HNSW32"
+    bm25 = searcher.search("reset password", k=2, mode="bm25")
+    assert bm25[0].source == "help/password.md"
+    hybrid = searcher.search(["reset password", "stock markets"], k=3, mode="hybrid")
+    assert hybrid[0][0].source == "help/password.md" and len(hybrid[1]) == 3
+    with pytest.raises(ValueError, match="mode must be"):
+        searcher.search("x", mode="sparse")
+    _build(docs, encoder, tmp_path / "dense-only")
+    with pytest.raises(IndexFolderError, match="--hybrid"):
+        Searcher(Collection.open(tmp_path / "dense-only"), encoder).search("x", mode="hybrid")
+
+
+def test_searcher_open_rebuilds_the_recorded_encoder(docs, encoder, tmp_path):
+    out = tmp_path / "kb"
+    _build(docs, encoder, out)
+    searcher = Searcher.open(out, device="cpu")
+    assert searcher.encoder.fingerprint() == encoder.fingerprint()
+    assert searcher.search("cats", k=1)[0].source
+
+
+def test_resolve_index_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "home"))
+    with pytest.raises(IndexFolderError, match="no index in"):
+        resolve_index_path(None)
+    for name in ("a", "b"):
+        (tmp_path / "home" / name).mkdir(parents=True)
+        (tmp_path / "home" / name / "manifest.json").write_text("{}")
+    with pytest.raises(IndexFolderError, match="several indexes.*a, b"):
+        resolve_index_path(None)
+    assert resolve_index_path("a") == tmp_path / "home" / "a"
+    assert resolve_index_path(str(tmp_path / "x")) == tmp_path / "x"
+
+
+def test_vector_store_resumes_after_a_crash(tmp_path):
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    texts = [f"text {i}" * (i + 1) for i in range(10)] + ["text 0"]  # a duplicate is embedded once
+    store = ShardedVectorStore(tmp_path / "s", dim=2)
+    with pytest.raises(KeyboardInterrupt):
+        embed_with_store(texts, embed, store, "fp", group_size=2)
+    assert len(ShardedVectorStore(tmp_path / "s", dim=2)) == 4  # two whole groups survived
+    calls.clear()
+    store = ShardedVectorStore(tmp_path / "s", dim=2)
+    out = embed_with_store(texts, embed, store, "fp", group_size=100)
+    assert sum(len(c) for c in calls) == 6  # only the 6 missing texts
+    np.testing.assert_array_equal(out[:, 0], [len(t) for t in texts])
+    other = embed_with_store(texts[:1], lambda t: np.zeros((len(t), 2), np.float32), store, "other-encoder")
+    assert other[0, 0] == 0  # keys include the encoder fingerprint
+
+
+def test_encoder_config_round_trip_in_manifest(docs, encoder, tmp_path):
+    _build(docs, encoder, tmp_path / "kb")
+    recorded = json.loads((tmp_path / "kb" / "manifest.json").read_text())["encoder"]["config"]
+    assert "device" not in recorded and EncoderConfig.from_dict(recorded).template == encoder.config.template
