@@ -29,6 +29,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        if "transformers" in sys.modules:  # imported already (e.g. when the CLI runs in-process)
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def _fail(err: Exception) -> click.ClickException:

@@ -258,7 +258,8 @@ def _open_previous(out: Path, encoder) -> Collection | None:
     old = Collection.open(out)
     if old.fingerprint != encoder.fingerprint():
         raise IndexMismatchError(
-            f"{out} was built by another encoder ({describe_difference(old.manifest['encoder']['identity'], encoder)}); "
+            f"{out} was built by another encoder "
+            f"({describe_difference(old.manifest['encoder']['identity'], encoder)}); "
             "update it with the same --model/--adapter/--template/--pooling, or pass --rebuild to re-embed everything"
         )
     return old

@@ -18,7 +18,7 @@ def test_help_and_version():
 def test_models_lists_builtins():
     result = CliRunner().invoke(main, ["models", "--json"])
     assert result.exit_code == 0
-    assert {r["name"] for r in json.loads(result.output)} >= {"gemma3-270m", "smollm2-135m"}
+    assert {r["name"] for r in json.loads(result.stdout)} >= {"gemma3-270m", "smollm2-135m"}
 
 
 def test_eval_sts_on_tiny_model(tmp_path, tiny_model_dir):
@@ -90,14 +90,14 @@ def test_index_then_query_round_trip(tmp_path, tiny_model_dir, monkeypatch):
     # the only index is the default; the encoder comes from its manifest
     result = runner.invoke(main, ["-q", "query", "Dogs need a walk every day.", "-k", "2", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert len(data["hits"]) == 2 and data["hits"][0]["source"] == "pets/dogs.md"
     plain = runner.invoke(main, ["-q", "query", "cats", "--index", "docs", "-k", "1"])
-    assert plain.exit_code == 0 and plain.output.startswith("1. [")
+    assert plain.exit_code == 0 and plain.stdout.startswith("1. [")
     # updating without --model reuses the recorded encoder; unchanged files are not embedded again
     again = runner.invoke(main, ["-q", "index", str(docs), "--device", "cpu", "--chunk-size", "64", "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.output)["embedded"] == 0
+    assert json.loads(again.stdout)["embedded"] == 0
 
 
 def test_index_reports_skipped_files(tmp_path, tiny_model_dir):

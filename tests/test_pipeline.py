@@ -181,7 +181,7 @@ def test_interrupted_build_keeps_the_old_index_and_resumes(docs, encoder, tmp_pa
     report = _build(docs, encoder, out)
     assert sum(calls) == new_chunks - 2  # the first group's vectors were kept: not embedded again
     assert report.files == 11 and not (tmp_path / ".kb.partial").exists()
-    fresh = _build(docs, encoder, tmp_path / "fresh")
+    _build(docs, encoder, tmp_path / "fresh")
     np.testing.assert_allclose(
         np.asarray(Collection.open(out).vectors()),
         np.asarray(Collection.open(tmp_path / "fresh").vectors()),
