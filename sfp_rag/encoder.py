@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import require, resolve_device, resolve_dtype
+from ._utils import require, resolve_autocast, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import CONFIG_NAME, EncoderConfig, load_encoder_config, save_config
 from .modeling import SFPModel
@@ -76,6 +76,7 @@ class SFPEncoder:
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
         self.device = device or str(next(self.model.parameters()).device)
+        self.autocast_dtype = resolve_autocast(self.config.dtype, self.device)
         self.prompts = PromptTokenizer(
             tokenizer,
             self.config.template,
@@ -167,7 +168,9 @@ class SFPEncoder:
         return self.encode(documents, **kwargs)
 
     def _autocast(self):
-        return contextlib.nullcontext()
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype)
 
     # --- identity and saving ----------------------------------------------------------------------------
 
@@ -196,7 +199,7 @@ class SFPEncoder:
         c = self.config
         return (
             f"SFPEncoder(model={c.model!r}, adapter={c.adapter!r}, template={self.prompts.template.name!r}, "
-            f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r})"
+            f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r}, dtype={c.dtype!r})"
         )
 
 

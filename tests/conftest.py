@@ -122,7 +122,8 @@ def tiny_encoder(tiny_model, bpe_tokenizer):
     from sfp_rag.config import EncoderConfig
     from sfp_rag.encoder import SFPEncoder
 
-    return SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny", template="eol-sum", device="cpu"))
+    config = EncoderConfig(model="tiny", template="eol-sum", device="cpu", dtype="float32")  # exact reference
+    return SFPEncoder(tiny_model, bpe_tokenizer, config)
 
 
 def shared_data(*parts: str) -> Path:

@@ -136,3 +136,59 @@ def test_index_and_query_user_errors(tmp_path, tiny_model_dir, monkeypatch):
     (tmp_path / "indexes" / "docs" / "index.faiss").write_bytes(b"junk")
     result = runner.invoke(main, ["query", "x", "--index", "docs"])
     assert result.exit_code == 1 and "not a readable FAISS index" in result.output
+
+
+# --- train ------------------------------------------------------------------------------------------------------
+
+
+def test_train_cli_trains_and_resumes(tmp_path, tiny_model_dir):
+    from tests.test_training import SENTENCES
+
+    data = tmp_path / "s.txt"
+    data.write_text("\n".join(SENTENCES))
+    args = [
+        "-q",
+        "train",
+        "--data",
+        str(data),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model_dir),
+        "--steps",
+        "2",
+        "-b",
+        "8",
+        "--quantization",
+        "none",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--save-every",
+        "1",
+        "--warmup-steps",
+        "0",
+    ]
+    runner = CliRunner()
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output and (tmp_path / "out" / "adapter_model.safetensors").exists()
+    again = runner.invoke(main, args)
+    assert again.exit_code == 1 and "--resume" in again.output
+    resumed = runner.invoke(main, [*args[:9], "4", *args[10:], "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "trained 4 steps" in resumed.output
+
+
+def test_train_cli_user_errors(tmp_path, tiny_model_dir):
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "exactly one of --data and --corpus" in result.output
+    result = runner.invoke(
+        main,
+        ["train", "--data", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o"), "--model", str(tiny_model_dir)],
+    )
+    assert result.exit_code == 1 and "does not exist" in result.output
+    result = runner.invoke(main, ["train", "--data", "x.txt", "-o", str(tmp_path / "o"), "--template", "eol"])
+    assert result.exit_code == 1 and "two-stage template" in result.output

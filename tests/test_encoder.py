@@ -117,3 +117,12 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown key"):
         EncoderConfig.from_dict({"model": "x", "temperature": 1})
     assert EncoderConfig(dtype="bf16").dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_faster_precisions_stay_close_to_fp32(tiny_model_dir, dtype):
+    texts = ["a man is playing a guitar", "dogs run in the park", "how do I reset my password?"] * 3
+    reference = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32").encode(texts)
+    fast = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype=dtype).encode(texts)
+    cosines = np.sum(reference * fast, axis=1)
+    assert cosines.min() >= 0.99

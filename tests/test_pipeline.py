@@ -38,7 +38,7 @@ def docs(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model_dir):
-    return SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
+    return SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
 
 
 def _build(docs, encoder, out, **kw):

@@ -1,0 +1,177 @@
+"""Training text for unsupervised contrastive learning: load sentences from files, datasets or corpora.
+
+Accepted sources (``load_texts``):
+
+- a text file, one sentence per line (``.gz`` is decompressed); empty lines are skipped;
+- a JSONL file (``.jsonl``, ``.jsonl.gz``) with the text in ``text_field``;
+- a Hugging Face ``datasets`` dataset: a folder written by ``save_to_disk``, or ``hf:NAME`` for ``load_dataset``;
+- a BEIR folder (``corpus.jsonl[.gz]``): title and text of every document, split into sentences;
+- any other folder: its documents (see ``documents.py``), split into sentences.
+
+Sentences are split with nltk's pretrained Punkt model, the one llama-index-core ships (no download). Malformed input
+raises ``TrainingDataError`` naming the file and line. No labels, queries or test sentences are ever read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MIN_SENTENCE_WORDS = 3  # shorter "sentences" from corpus splitting (headings, numbers) carry no meaning
+
+
+class TrainingDataError(ValueError):
+    """Training text cannot be read: missing, empty, binary or malformed."""
+
+
+def load_texts(source: str | Path, text_field: str = "text", split: str = "train") -> list[str]:
+    """All training texts from ``source`` (see the module docstring), in file order."""
+    name = str(source)
+    if name.startswith("hf:"):
+        return _from_datasets(name[3:], text_field, split)
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise TrainingDataError(f"training data {path} does not exist (for a hub dataset write hf:NAME)")
+    if path.is_dir():
+        if (
+            (path / "dataset_info.json").exists()
+            or (path / "state.json").exists()
+            or (path / "dataset_dict.json").exists()
+        ):
+            return _from_datasets(str(path), text_field, split)
+        if _beir_corpus(path) is not None:
+            return split_sentences(_beir_documents(_beir_corpus(path)))
+        return split_sentences(_folder_documents(path))
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        texts = list(_jsonl_texts(path, text_field))
+    else:
+        texts = list(_lines(path))
+    if not texts:
+        raise TrainingDataError(f"{path} holds no text (only empty lines)")
+    return texts
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, gzip-decompressed when it ends in .gz."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    if path.stat().st_size == 0:
+        raise TrainingDataError(f"{path} is empty")
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if b"\x00" in raw:
+                    raise TrainingDataError(f"{path}:{lineno}: binary data (NUL byte); pass a UTF-8 text file")
+                try:
+                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as err:
+                    raise TrainingDataError(f"{path}:{lineno}: not UTF-8 ({err.reason}); convert the file") from None
+    except (gzip.BadGzipFile, EOFError) as err:
+        raise TrainingDataError(f"{path} is not a valid gzip file ({err})") from None
+
+
+def _lines(path: Path) -> Iterator[str]:
+    skipped = 0
+    for _, line in _open_text(path):
+        line = line.strip()
+        if line:
+            yield line
+        else:
+            skipped += 1
+    if skipped:
+        logger.info("%s: skipped %d empty lines", path, skipped)
+
+
+def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
+    for lineno, line in _open_text(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TrainingDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise TrainingDataError(f"{path}:{lineno}: no string field {field!r} (choose it with --text-field)")
+        if record[field].strip():
+            yield record[field].strip()
+
+
+def _from_datasets(name: str, field: str, split: str) -> list[str]:
+    from ._utils import require
+
+    require("datasets", "Reading a Hugging Face dataset", "pip install 'sfp-rag[train]'")
+    import datasets
+
+    try:
+        if Path(name).is_dir():
+            ds = datasets.load_from_disk(name)
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except (FileNotFoundError, ConnectionError, ValueError) as err:
+        raise TrainingDataError(f"cannot load dataset {name!r}: {err}") from err
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise TrainingDataError(f"dataset {name!r} has splits {list(ds)}, not {split!r} (choose with --split)")
+        ds = ds[split]
+    if field not in ds.column_names:
+        raise TrainingDataError(f"dataset {name!r} has columns {ds.column_names}, not {field!r} (use --text-field)")
+    return [t.strip() for t in ds[field] if isinstance(t, str) and t.strip()]
+
+
+# --- corpora split into sentences --------------------------------------------------------------------------------
+
+
+def _beir_corpus(folder: Path) -> Path | None:
+    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _beir_documents(corpus: Path) -> Iterator[str]:
+    for lineno, line in _open_text(corpus):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise TrainingDataError(f"{corpus}:{lineno}: not valid JSON ({err.msg})") from None
+        yield ". ".join(part for part in (doc.get("title", "").strip(), doc.get("text", "").strip()) if part)
+
+
+def _folder_documents(folder: Path) -> Iterator[str]:
+    from .documents import SkipFile, read_text, scan_folder
+
+    scan = scan_folder(folder)
+    for f in scan.files:
+        try:
+            yield read_text(f)
+        except SkipFile as reason:
+            logger.info("skipping %s: %s", f.relpath, reason)
+
+
+def split_sentences(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
+    """Sentences of ``documents`` (Punkt), whitespace-normalised, without very short fragments."""
+    import llama_index.core
+    import nltk
+
+    cache = os.path.join(os.path.dirname(llama_index.core.__file__), "_static", "nltk_cache")
+    if cache not in nltk.data.path:
+        nltk.data.path.append(cache)
+    out = []
+    for doc in documents:
+        for sentence in nltk.tokenize.sent_tokenize(doc):
+            sentence = " ".join(sentence.split())
+            if len(sentence.split()) >= min_words:
+                out.append(sentence)
+    if not out:
+        raise TrainingDataError("the corpus yielded no sentences of at least 3 words")
+    return out

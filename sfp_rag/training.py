@@ -1,0 +1,591 @@
+"""Unsupervised contrastive training of an SFP embedder: QLoRA/LoRA, one loop for three objectives.
+
+Objectives (same data order, optimizer and schedule, so their costs and scores compare fairly):
+
+- ``single-pass`` (CSE-SFP): one forward pass of a two-stage prompt; InfoNCE with Rep2 as anchor, Rep1 as positive.
+- ``two-pass-dropout`` (SimCSE on an LLM): the same single-stage prompt twice; dropout (LoRA dropout plus attention
+  dropout ``dropout``) makes the two views differ.
+- ``two-pass-prompts``: two different single-stage prompts (``template`` and ``second_template``), one pass each.
+
+The loop is written out instead of subclassing ``transformers.Trainer``: resuming must reproduce the uninterrupted
+loss curve exactly (data order follows from the step number and seed alone, RNG state is checkpointed), and the
+multi-process loss gathers embeddings across ranks, both of which are plain here and awkward through Trainer hooks.
+
+Multi-GPU/multi-process: run under ``torchrun``; each rank embeds its slice of the global batch, embeddings are
+all-gathered for the negatives (``losses.gather_with_grad``), and the loss is scaled by the world size so that the
+gradient average over ranks equals the single-process gradient of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._utils import atomic_write_json, package_versions, require, resolve_device, seed_everything
+from .config import DEFAULT_BACKBONE, EncoderConfig, save_config
+from .losses import info_nce
+from .prompts import get_template
+from .tokenization import PromptTokenizer
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
+SCHEDULES = ("linear", "cosine", "constant")
+QUANTIZATIONS = ("nf4", "none")
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+_DEFAULT_TEMPLATES = {"single-pass": "eol-sum", "two-pass-dropout": "eol", "two-pass-prompts": "eol"}
+INFERENCE_MAX_TEXT_TOKENS = 512
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved with the adapter in ``sfp_config.json``."""
+
+    data: str = field(metadata={"help": "training text: file, .gz, .jsonl, dataset, hf:NAME, docs or BEIR folder"})
+    output_dir: str = field(metadata={"help": "where the adapter, checkpoints and log go"})
+    model: str = DEFAULT_BACKBONE
+    objective: str = "single-pass"
+    template: str | None = field(default=None, metadata={"help": "default: eol-sum (single-pass), eol (two-pass)"})
+    second_template: str = field(default="sum", metadata={"help": "the positive's template for two-pass-prompts"})
+    pooling: str = field(default="rep2", metadata={"help": "pooling recorded for inference"})
+    max_text_tokens: int = 32
+    temperature: float = 0.05
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "linear"
+    max_steps: int = 1000
+    max_grad_norm: float = 1.0
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated module names"})
+    quantization: str = field(default="nf4", metadata={"help": "nf4 (QLoRA) or none (plain LoRA)"})
+    dtype: str = field(default="auto", metadata={"help": "compute: auto (bf16 autocast on CUDA), float32, bfloat16"})
+    dropout: float = field(default=0.1, metadata={"help": "attention dropout, two-pass-dropout only"})
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_every: int = 0
+    eval_data: str | None = field(default=None, metadata={"help": "SentEval folder for STS-B dev checks"})
+    select_best: bool = field(default=False, metadata={"help": "save the adapter with the best STS-B dev score"})
+    device: str = "auto"
+    text_field: str = "text"
+    max_train_texts: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("objective", self.objective, OBJECTIVES),
+            ("schedule", self.schedule, SCHEDULES),
+            ("quantization", self.quantization, QUANTIZATIONS),
+            ("dtype", self.dtype, TRAIN_DTYPES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.template is None:
+            self.template = _DEFAULT_TEMPLATES[self.objective]
+        template = get_template(self.template)
+        if self.objective == "single-pass" and not template.two_stage:
+            raise ValueError(
+                f"single-pass training needs a two-stage template (with {{rep1}}), got {self.template!r}; "
+                "use eol-sum, sth-sum or sth-also-sum"
+            )
+        if self.objective == "two-pass-prompts":
+            get_template(self.second_template)
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "lora_r",
+            "lora_alpha",
+            "max_text_tokens",
+            "save_every",
+            "log_every",
+            "keep_checkpoints",
+        ):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2: in-batch negatives need other rows")
+        for name in ("lr", "temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("lora_dropout", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.eval_every < 0:
+            raise ValueError("warmup_steps and eval_every must be >= 0")
+        if (self.eval_every or self.select_best) and not self.eval_data:
+            raise ValueError("eval_every/select_best need eval_data (a SentEval folder with STS-B dev)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    steps: int
+    final_loss: float
+    seconds: float
+    best_dev: float | None = None
+
+
+# --- data order ---------------------------------------------------------------------------------------------------
+
+
+class BatchOrder:
+    """Which texts form global batch ``i``: a fresh seeded permutation each epoch, last partial batch dropped.
+
+    Depends only on (n, batch_size, seed, i), so a resumed run sees exactly the batches it would have seen.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        if n < batch_size:
+            raise ValueError(f"only {n} training texts for batch_size {batch_size}; add data or lower --batch-size")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = n // batch_size
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, i: int) -> np.ndarray:
+        epoch, j = divmod(i, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng(self.seed + epoch).permutation(self.n)
+        return self._perm[j * self.batch_size : (j + 1) * self.batch_size]
+
+
+# --- model --------------------------------------------------------------------------------------------------------
+
+
+def _attention_dropout(model: torch.nn.Module, p: float) -> None:
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = p
+
+
+def build_peft_model(config: TrainConfig, device: str, quantization: str):
+    """Backbone (optionally NF4) with LoRA adapters on the chosen linear layers."""
+    require("peft", "Training", "pip install 'sfp-rag[train]'")
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    from .backbones import load_backbone
+
+    model, tokenizer = load_backbone(
+        config.model, device=device, dtype=torch.float32, load_in_4bit=quantization == "nf4"
+    )
+    if quantization == "nf4":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    if config.objective == "two-pass-dropout":
+        _attention_dropout(model, config.dropout)
+    target = "all-linear" if config.lora_target == "all-linear" else [t.strip() for t in config.lora_target.split(",")]
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=target,
+        bias="none",
+        task_type=TaskType.FEATURE_EXTRACTION,
+    )
+    model = get_peft_model(model, lora)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()
+    return model, tokenizer
+
+
+def resolve_train_autocast(dtype: str, device: str):
+    """bf16 autocast on bf16-capable CUDA GPUs for "auto" (fp32 on CPUs: see benchmarks/train_cost.py)."""
+    if dtype == "bfloat16" or (dtype == "auto" and device.startswith("cuda") and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return None
+
+
+# --- the loss of one batch ----------------------------------------------------------------------------------------
+
+
+class ObjectiveStep:
+    """Compute the loss of one batch of texts for the configured objective."""
+
+    def __init__(self, config: TrainConfig, tokenizer, device: str, distributed: bool) -> None:
+        self.config, self.device, self.distributed = config, device, distributed
+        self.first = PromptTokenizer(tokenizer, config.template, max_text_tokens=config.max_text_tokens)
+        second = config.second_template if config.objective == "two-pass-prompts" else config.template
+        self.second = PromptTokenizer(tokenizer, second, max_text_tokens=config.max_text_tokens)
+
+    def __call__(self, model, texts: list[str]) -> tuple[torch.Tensor, int]:
+        """Loss (global-batch InfoNCE) and the number of tokens processed by this rank."""
+        if self.config.objective == "single-pass":
+            batch = self.first(texts).to(self.device)
+            out = model(batch)
+            anchor, positive, tokens = out.rep2, out.rep1, batch.num_tokens  # (B, D), (B, D)
+        else:
+            a = self.first(texts).to(self.device)
+            b = self.second(texts).to(self.device)
+            anchor, positive = model(a).rep2, model(b).rep2  # two passes: (B, D) each
+            tokens = a.num_tokens + b.num_tokens
+        return info_nce(anchor, positive, self.config.temperature, distributed=self.distributed), tokens
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def _checkpoint_dir(output: Path) -> Path:
+    return output / "checkpoints"
+
+
+def latest_checkpoint(output: str | Path) -> Path | None:
+    found = sorted(_checkpoint_dir(Path(output)).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [p for p in found if (p / "state.json").exists()]
+    return complete[-1] if complete else None
+
+
+def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any], keep: int) -> Path:
+    """Write ``checkpoints/step-N`` atomically (temporary folder, then rename); keep the newest ``keep``."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    root = _checkpoint_dir(output)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(state, str(tmp / "adapter.safetensors"))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        tmp / "trainer.pt",
+    )
+    atomic_write_json(tmp / "state.json", {"step": step, **extra})  # written last: marks the folder complete
+    final = root / f"step-{step}"
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    old = sorted((p for p in root.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))[:-keep]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
+    state = torch.load(path / "trainer.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+# --- the loop ----------------------------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    callback: Callable[[int, float], None] | None = None,
+    show_progress: bool | None = None,
+) -> TrainResult:
+    """Train an adapter; returns where it was saved. See the module docstring for the objectives.
+
+    Args:
+        config: the run's settings.
+        resume: continue from the newest complete checkpoint in ``config.output_dir``.
+        callback: called as ``callback(step, loss)`` after every optimizer step (e.g. for custom logging).
+        show_progress: progress bar (None: when this module logs at INFO).
+
+    Raises:
+        TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
+    """
+    from transformers import get_scheduler
+
+    from .modeling import SFPModel
+    from .train_data import load_texts
+
+    dist = _init_distributed()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes ({world})")
+    device = _rank_device(config.device, dist)
+    output = Path(config.output_dir)
+    if not resume and latest_checkpoint(output) is not None:
+        raise FileExistsError(f"{output} already holds checkpoints; pass --resume to continue, or another --output")
+    output.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+
+    texts = load_texts(config.data, text_field=config.text_field)
+    if config.max_train_texts:
+        texts = texts[: config.max_train_texts]
+    order = BatchOrder(len(texts), config.batch_size, config.seed)
+    model, tokenizer, quantization = _model_with_fallback(config, device)
+    autocast = resolve_train_autocast(config.dtype, device)
+    sfp = SFPModel(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(
+        config.schedule, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
+    )
+    step_loss = ObjectiveStep(config, tokenizer, device, distributed=dist is not None)
+
+    start, best = 0, None
+    log_path = output / "train_log.jsonl"
+    if resume:
+        ckpt = latest_checkpoint(output)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {output / 'checkpoints'}")
+        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        start, best = state["step"], state.get("best_dev")
+        _truncate_log(log_path, start)
+        logger.info("resuming from %s (step %d)", ckpt, start)
+    elif rank == 0:
+        log_path.unlink(missing_ok=True)
+
+    if show_progress is None:
+        show_progress = logger.isEnabledFor(logging.INFO)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=config.max_steps,
+        initial=start,
+        desc=f"train {config.objective}",
+        unit="step",
+        disable=not show_progress or rank != 0,
+    )
+    window: list[float] = []
+    t0 = time.perf_counter()
+    window_start, window_examples, window_tokens = t0, 0, 0
+    last = float("nan")
+    for step in range(start + 1, config.max_steps + 1):
+        sfp.train()
+        step_value = 0.0
+        for micro in range(config.grad_accum):
+            rows = order((step - 1) * config.grad_accum + micro)
+            local = rows[rank * len(rows) // world : (rank + 1) * len(rows) // world]
+            with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+                loss, tokens = step_loss(sfp, [texts[i] for i in local])
+            if not torch.isfinite(loss):
+                ckpt = latest_checkpoint(output)
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at step {step} (lr {scheduler.get_last_lr()[0]:.2e}); the last "
+                    f"good checkpoint is {ckpt or 'none'}. Lower --lr, raise --warmup-steps or use --dtype float32, "
+                    "then --resume."
+                )
+            (loss * world / config.grad_accum).backward()
+            step_value += loss.item() / config.grad_accum
+            window_examples += len(rows)
+            window_tokens += tokens * world
+        if dist:
+            _average_gradients(trainable, dist, world)
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        last = step_value
+        window.append(step_value)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_value:.4f}")
+        if callback is not None:
+            callback(step, step_value)
+        if rank == 0 and (step % config.log_every == 0 or step == config.max_steps):
+            now = time.perf_counter()
+            _append_log(
+                log_path,
+                {
+                    "step": step,
+                    "loss": round(float(np.mean(window)), 6),
+                    "lr": scheduler.get_last_lr()[0],
+                    "examples_per_s": round(window_examples / (now - window_start), 3),
+                    "tokens_per_s": round(window_tokens / (now - window_start), 1),
+                    "elapsed_s": round(now - t0, 2),
+                },
+            )
+            window, window_start, window_examples, window_tokens = [], now, 0, 0
+        if config.eval_every and step % config.eval_every == 0:
+            dev = _dev_score(sfp, tokenizer, config, device)
+            if rank == 0:
+                _append_log(log_path, {"step": step, "stsb_dev": round(dev, 4)})
+                if config.select_best and (best is None or dev > best):
+                    best = dev
+                    _save_adapter(model, output / "best", config, extra={"step": step, "stsb_dev": dev})
+        if rank == 0 and (step % config.save_every == 0 or step == config.max_steps):
+            save_checkpoint(
+                output,
+                step,
+                model,
+                optimizer,
+                scheduler,
+                {"loss": step_value, "best_dev": best},
+                config.keep_checkpoints,
+            )
+        if dist:
+            dist.barrier()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        summary = {
+            "steps": config.max_steps,
+            "final_loss": last,
+            "seconds": round(seconds, 1),
+            "texts": len(texts),
+            "quantization": quantization,
+            "device": device,
+            "world_size": world,
+            "best_stsb_dev": best,
+            "versions": package_versions("sfp-rag", "torch", "transformers", "peft", "bitsandbytes"),
+        }
+        if config.select_best and (output / "best").exists():
+            _promote_best(output, config, summary)
+        else:
+            _save_adapter(model, output, config, extra=summary)
+    if dist:
+        dist.barrier()
+    return TrainResult(str(output), config.max_steps, last, seconds, best)
+
+
+def _model_with_fallback(config: TrainConfig, device: str):
+    """Load the model; if NF4 cannot train here, say what failed and fall back to plain LoRA."""
+    if config.quantization == "nf4":
+        try:
+            require("bitsandbytes", "4-bit NF4 (QLoRA) training", "pip install 'sfp-rag[train]'")
+            model, tokenizer = build_peft_model(config, device, "nf4")
+            _smoke_step(model, tokenizer, config, device)
+            return model, tokenizer, "nf4"
+        except Exception as err:  # bitsandbytes fails in many backend-specific ways; all of them mean "no NF4 here"
+            logger.warning(
+                "4-bit NF4 training does not work on %s (%s: %s); falling back to plain LoRA",
+                device,
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )
+    model, tokenizer = build_peft_model(config, device, "none")
+    return model, tokenizer, "none"
+
+
+def _smoke_step(model, tokenizer, config: TrainConfig, device: str) -> None:
+    """One forward and backward on two short texts (no optimizer step), to find a backend that cannot train."""
+    from .modeling import SFPModel
+
+    step = ObjectiveStep(config, tokenizer, device, distributed=False)
+    rng = torch.get_rng_state()
+    loss, _ = step(SFPModel(model), ["a test sentence.", "another one."])
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    torch.set_rng_state(rng)  # the check must not change the run's random stream
+
+
+def _dev_score(sfp, tokenizer, config: TrainConfig, device: str) -> float:
+    from .encoder import SFPEncoder
+    from .evaluation.sts import evaluate_sts
+
+    encoder = SFPEncoder(sfp, tokenizer, _inference_config(config, adapter=None), device=device)
+    score = evaluate_sts(encoder, config.eval_data, tasks=["STSBenchmark-dev"])["scores"]["STSBenchmark-dev"]
+    sfp.train()
+    return score
+
+
+def _inference_config(config: TrainConfig, adapter: str | None) -> EncoderConfig:
+    return EncoderConfig(
+        model=config.model,
+        adapter=adapter,
+        template=config.template,
+        pooling=config.pooling,
+        max_text_tokens=INFERENCE_MAX_TEXT_TOKENS,
+    )
+
+
+def _save_adapter(model, directory: Path, config: TrainConfig, extra: dict[str, Any]) -> None:
+    """The PEFT adapter plus ``sfp_config.json``; files are written to a temporary folder and moved in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ".adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's placeholder model card; ours is written separately
+    save_config(tmp, _inference_config(config, adapter=None), training={**config.to_dict(), **extra})
+    for f in tmp.iterdir():
+        os.replace(f, directory / f.name)
+    tmp.rmdir()
+
+
+def _promote_best(output: Path, config: TrainConfig, summary: dict[str, Any]) -> None:
+    best = output / "best"
+    data = json.loads((best / "sfp_config.json").read_text())
+    data["training"].update({**summary, "selected": "best STS-B dev"})
+    atomic_write_json(best / "sfp_config.json", data)
+    for f in best.iterdir():
+        os.replace(f, output / f.name)
+    best.rmdir()
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` (by the interrupted run) so the resumed log has no duplicates."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _average_gradients(params: list[torch.nn.Parameter], dist, world: int) -> None:
+    """Average gradients over ranks. Only the adapter trains, so one all-reduce per tensor is cheap, and unlike DDP
+    it allows any number of forward passes before the backward (the two-pass objectives)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(world)
+
+
+def _init_distributed():
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist
+
+
+def _rank_device(device: str, dist) -> str:
+    resolved = resolve_device(device)
+    if dist is not None and resolved == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return resolved
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``train_log.jsonl``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,339 @@
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from sfp_rag.losses import info_nce
+from sfp_rag.modeling import SFPModel
+from sfp_rag.tokenization import PromptTokenizer
+from sfp_rag.train_data import TrainingDataError, load_texts
+from sfp_rag.training import BatchOrder, TrainConfig, TrainingDiverged, latest_checkpoint, read_log, train
+
+SENTENCES = [
+    f"sentence {i} tells of {w} and {v}."
+    for i, (w, v) in enumerate(
+        zip(
+            ["cats", "dogs", "tea", "rain", "stocks", "bread", "music", "ships"] * 8,
+            ["mats", "parks", "cups", "clouds", "banks", "ovens", "songs", "ports"] * 8,
+        )
+    )
+]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n\n")
+    return path
+
+
+def _config(tiny_model_dir, data_file, out, **kw):
+    base = dict(
+        data=str(data_file),
+        output_dir=str(out),
+        model=str(tiny_model_dir),
+        quantization="none",
+        batch_size=8,
+        max_steps=6,
+        lr=1e-3,
+        warmup_steps=0,
+        save_every=3,
+        log_every=1,
+        device="cpu",
+        dtype="float32",
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the objective --------------------------------------------------------------------------------------------
+
+
+def test_single_pass_loss_equals_hidden_states_read_by_hand(tiny_model, bpe_tokenizer):
+    texts = SENTENCES[:5]
+    pt = PromptTokenizer(bpe_tokenizer, "eol-sum", max_text_tokens=32)
+    items = pt.tokenize(texts)
+    with torch.no_grad():
+        out = SFPModel(tiny_model)(pt.collate(items))
+        loss = info_nce(out.rep2, out.rep1, 0.05)
+        rep1, rep2 = [], []
+        for it in items:
+            hidden = tiny_model(input_ids=torch.tensor([it.input_ids])).last_hidden_state[0]
+            rep1.append(hidden[it.rep1])
+            rep2.append(hidden[it.rep2])
+        by_hand = info_nce(torch.stack(rep2), torch.stack(rep1), 0.05)
+    assert loss.item() == pytest.approx(by_hand.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["single-pass", "two-pass-dropout", "two-pass-prompts"])
+def test_a_few_steps_lower_the_loss(tiny_model_dir, data_file, tmp_path, objective):
+    losses = []
+    config = _config(
+        tiny_model_dir,
+        data_file,
+        tmp_path / "out",
+        objective=objective,
+        max_steps=12,
+        max_train_texts=8,
+        save_every=100,
+    )  # one batch, seen 12 times
+    train(config, callback=lambda step, loss: losses.append(loss), show_progress=False)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_output_is_an_adapter_the_encoder_loads(tiny_model_dir, data_file, tmp_path):
+    from sfp_rag.encoder import SFPEncoder
+
+    out = tmp_path / "out"
+    result = train(_config(tiny_model_dir, data_file, out), show_progress=False)
+    assert result.steps == 6 and np.isfinite(result.final_loss)
+    saved = json.loads((out / "sfp_config.json").read_text())
+    assert saved["encoder"]["template"] == "eol-sum" and saved["training"]["objective"] == "single-pass"
+    assert saved["training"]["steps"] == 6 and not (out / "README.md").exists()
+    log = read_log(out / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "lr", "examples_per_s", "tokens_per_s"} <= set(r) for r in log)
+    trained = SFPEncoder.from_pretrained(str(out), device="cpu", dtype="float32")
+    base = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert trained.config.adapter == str(out)
+    assert not np.allclose(trained.encode(SENTENCES[:3]), base.encode(SENTENCES[:3]), atol=1e-4)
+    assert len(list((out / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
+
+
+def test_resume_continues_the_same_loss_curve(tiny_model_dir, data_file, tmp_path):
+    straight = []
+    train(
+        _config(tiny_model_dir, data_file, tmp_path / "a", lora_dropout=0.1),
+        callback=lambda s, loss: straight.append(loss),
+        show_progress=False,
+    )
+
+    resumed = []
+
+    def crash_after_step_4(step, loss):
+        resumed.append(loss)
+        if step == 4:
+            raise KeyboardInterrupt  # killed after the step-3 checkpoint
+
+    config = _config(tiny_model_dir, data_file, tmp_path / "b", lora_dropout=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callback=crash_after_step_4, show_progress=False)
+    assert latest_checkpoint(tmp_path / "b").name == "step-3"
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, show_progress=False)
+    resumed = resumed[:3]
+    train(config, resume=True, callback=lambda s, loss: resumed.append(loss), show_progress=False)
+    np.testing.assert_allclose(resumed, straight, rtol=1e-5)
+    log = read_log(tmp_path / "b" / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]  # no duplicate lines from the interrupted run
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_model_dir, data_file, tmp_path, monkeypatch):
+    import sfp_rag.training as training
+
+    real = training.info_nce
+    calls = {"n": 0}
+
+    def nan_at_fifth(*args, **kw):
+        calls["n"] += 1
+        loss = real(*args, **kw)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(training, "info_nce", nan_at_fifth)
+    with pytest.raises(TrainingDiverged, match=r"became nan at step 5.*step-3"):
+        train(_config(tiny_model_dir, data_file, tmp_path / "out"), show_progress=False)
+    assert latest_checkpoint(tmp_path / "out").name == "step-3"
+
+
+def test_nf4_failure_falls_back_to_plain_lora(tiny_model_dir, data_file, tmp_path, monkeypatch, caplog):
+    import sfp_rag.training as training
+
+    real = training.build_peft_model
+
+    def no_nf4(config, device, quantization):
+        if quantization == "nf4":
+            raise RuntimeError("gemm_4bit is not implemented for this device")
+        return real(config, device, quantization)
+
+    monkeypatch.setattr(training, "build_peft_model", no_nf4)
+    with caplog.at_level(logging.WARNING):
+        train(
+            _config(tiny_model_dir, data_file, tmp_path / "out", quantization="nf4", max_steps=1), show_progress=False
+        )
+    assert "falling back to plain LoRA" in caplog.text and "gemm_4bit is not implemented" in caplog.text
+    saved = json.loads((tmp_path / "out" / "sfp_config.json").read_text())
+    assert saved["training"]["quantization"] == "none"
+
+
+def test_config_validation(tmp_path):
+    base = {"data": "x", "output_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="objective must be one of"):
+        TrainConfig(**base, objective="three-pass")
+    with pytest.raises(ValueError, match="two-stage template"):
+        TrainConfig(**base, template="eol")
+    with pytest.raises(ValueError, match="batch_size must be at least 2"):
+        TrainConfig(**base, batch_size=1)
+    with pytest.raises(ValueError, match="eval_data"):
+        TrainConfig(**base, eval_every=10)
+    with pytest.raises(ValueError, match="lora_dropout"):
+        TrainConfig(**base, lora_dropout=1.5)
+    assert TrainConfig(**base, objective="two-pass-dropout").template == "eol"
+
+
+def test_batch_order_is_a_deterministic_permutation_per_epoch():
+    order = BatchOrder(10, 4, seed=1)
+    epoch0 = np.concatenate([order(0), order(1)])
+    assert len(set(epoch0.tolist())) == 8 and (order(0) == BatchOrder(10, 4, seed=1)(0)).all()
+    assert not (order(2) == order(0)).all()  # a new epoch reshuffles
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchOrder(3, 4, 0)
+
+
+# --- multi-process (gloo) --------------------------------------------------------------------------------------
+
+
+def test_two_process_gathered_loss_equals_single_process():
+    import torch.multiprocessing as mp
+
+    from tests._dist_workers import gathered_loss
+
+    torch.manual_seed(0)
+    anchor, positive = torch.randn(8, 6), torch.randn(8, 6)
+    a, p = anchor.clone().requires_grad_(True), positive.clone().requires_grad_(True)
+    full = info_nce(a, p, 0.05)
+    full.backward()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    mp.start_processes(gathered_loss, args=(2, _free_port(), anchor, positive, out), nprocs=2, start_method="spawn")
+    results = sorted(out.get(timeout=60) for _ in range(2))
+    for rank, loss, a_grad, p_grad in results:
+        assert loss == pytest.approx(full.item(), rel=1e-6)
+        np.testing.assert_allclose(a_grad, a.grad[rank * 4 : (rank + 1) * 4].numpy(), atol=1e-6)
+        np.testing.assert_allclose(p_grad, p.grad[rank * 4 : (rank + 1) * 4].numpy(), atol=1e-6)
+
+
+def test_two_process_training_matches_single_process(tiny_model_dir, data_file, tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests._dist_workers import train_run
+
+    settings = dict(
+        data=str(data_file),
+        model=str(tiny_model_dir),
+        quantization="none",
+        batch_size=8,
+        max_steps=3,
+        lr=1e-3,
+        warmup_steps=0,
+        save_every=10,
+        device="cpu",
+        dtype="float32",
+        lora_dropout=0.0,
+    )
+    single = []
+    train(
+        TrainConfig(**settings, output_dir=str(tmp_path / "one")),
+        callback=lambda s, loss: single.append(loss),
+        show_progress=False,
+    )
+    out = mp.get_context("spawn").Queue()
+    mp.start_processes(
+        train_run,
+        args=(2, _free_port(), {**settings, "output_dir": str(tmp_path / "two")}, out),
+        nprocs=2,
+        start_method="spawn",
+    )
+    results = dict(out.get(timeout=120) for _ in range(2))
+    np.testing.assert_allclose(results[0], single, rtol=1e-4)
+    np.testing.assert_allclose(results[1], single, rtol=1e-4)
+    assert (tmp_path / "two" / "adapter_model.safetensors").exists()
+
+
+# --- training data ----------------------------------------------------------------------------------------------
+
+
+def test_text_gzip_and_jsonl_sources(tmp_path, data_file):
+    assert load_texts(data_file) == SENTENCES  # the trailing empty lines are skipped
+    gz = tmp_path / "s.txt.gz"
+    with gzip.open(gz, "wt") as f:
+        f.write("one line\n\ntwo line\n")
+    assert load_texts(gz) == ["one line", "two line"]
+    jl = tmp_path / "s.jsonl"
+    jl.write_text('{"sentence": "a b c"}\n\n{"sentence": "d e f"}\n')
+    assert load_texts(jl, text_field="sentence") == ["a b c", "d e f"]
+
+
+def test_bad_training_data(tmp_path):
+    with pytest.raises(TrainingDataError, match="does not exist"):
+        load_texts(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(TrainingDataError, match="is empty"):
+        load_texts(tmp_path / "empty.txt")
+    (tmp_path / "blank.txt").write_text("\n \n\n")
+    with pytest.raises(TrainingDataError, match="only empty lines"):
+        load_texts(tmp_path / "blank.txt")
+    (tmp_path / "bin.txt").write_bytes(b"ok\n\x00\x01\x02\n")
+    with pytest.raises(TrainingDataError, match=r"bin.txt:2: binary data"):
+        load_texts(tmp_path / "bin.txt")
+    (tmp_path / "latin.txt").write_bytes(b"fine\ncaf\xe9\n")
+    with pytest.raises(TrainingDataError, match=r"latin.txt:2: not UTF-8"):
+        load_texts(tmp_path / "latin.txt")
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(TrainingDataError, match=r"bad.jsonl:2: not valid JSON"):
+        load_texts(tmp_path / "bad.jsonl")
+    (tmp_path / "field.jsonl").write_text('{"body": "ok"}\n')
+    with pytest.raises(TrainingDataError, match="--text-field"):
+        load_texts(tmp_path / "field.jsonl")
+    (tmp_path / "fake.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(TrainingDataError, match="not a valid gzip"):
+        load_texts(tmp_path / "fake.gz")
+
+
+def test_corpora_are_split_into_sentences(tmp_path):
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    with gzip.open(beir / "corpus.jsonl.gz", "wt") as f:
+        f.write(
+            json.dumps({"_id": "1", "title": "Cell biology", "text": "Dr. Smith studied cells. They divide often."})
+        )
+        f.write("\n")
+    sentences = load_texts(beir)
+    assert sentences == ["Dr. Smith studied cells.", "They divide often."]  # the 2-word title is dropped
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Title\n\nThe first sentence is here. And the second one is here too!")
+    assert load_texts(docs) == ["# Title The first sentence is here.", "And the second one is here too!"]
+
+
+def test_datasets_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["a b c", "", "d e f"]}).save_to_disk(str(tmp_path / "ds"))
+    assert load_texts(tmp_path / "ds") == ["a b c", "d e f"]
+    with pytest.raises(TrainingDataError, match="columns"):
+        load_texts(tmp_path / "ds", text_field="body")
+
+
+@pytest.mark.gpu
+def test_qlora_step_on_gpu(tiny_model_dir, data_file, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (QLoRA with bitsandbytes on the GPU)")
+    pytest.importorskip("bitsandbytes")
+    result = train(
+        _config(
+            tiny_model_dir, data_file, tmp_path / "gpu", quantization="nf4", device="cuda", dtype="auto", max_steps=2
+        ),
+        show_progress=False,
+    )
+    saved = json.loads((tmp_path / "gpu" / "sfp_config.json").read_text())
+    assert saved["training"]["quantization"] == "nf4" and np.isfinite(result.final_loss)
