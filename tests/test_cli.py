@@ -192,3 +192,54 @@ def test_train_cli_user_errors(tmp_path, tiny_model_dir):
     assert result.exit_code == 1 and "does not exist" in result.output
     result = runner.invoke(main, ["train", "--data", "x.txt", "-o", str(tmp_path / "o"), "--template", "eol"])
     assert result.exit_code == 1 and "two-stage template" in result.output
+
+
+# --- eval beir / space and report -----------------------------------------------------------------------------
+
+
+def test_eval_beir_space_and_report(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_evaluation import make_beir
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    beir = make_beir(tmp_path / "beir")
+    out = tmp_path / "res"
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32"]
+    result = runner.invoke(
+        main,
+        [
+            "-q",
+            "eval",
+            "beir",
+            "--data",
+            str(beir),
+            *common,
+            "--baselines",
+            "bm25,eol",
+            "--hybrid",
+            "--chunk-size",
+            "64",
+            "--label",
+            "tiny",
+            "-o",
+            str(out / "beir.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "beir.json").read_text())
+    assert {"tiny", "BM25", "tiny+bm25"} < set(data["scores"]) and len(data["scores"]) == 4
+    assert any(label.endswith("eol (untrained)") for label in data["scores"])
+    assert "| tiny |" in result.stdout
+    make_senteval(tmp_path / "se")
+    result = runner.invoke(
+        main, ["-q", "eval", "space", "--data", str(tmp_path / "se"), *common, "-o", str(out / "space.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "alignment" in result.stdout
+    result = runner.invoke(main, ["report", str(out), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "report.md").exists()
+    bad = runner.invoke(main, ["-q", "eval", "beir", "--data", str(tmp_path), *common])
+    assert bad.exit_code == 1 and "corpus.jsonl" in bad.output
+    bad = runner.invoke(main, ["-q", "eval", "beir", "--data", str(beir), *common, "--baselines", "tfidf"])
+    assert bad.exit_code == 2 and "unknown baseline" in bad.output

@@ -126,3 +126,17 @@ def test_faster_precisions_stay_close_to_fp32(tiny_model_dir, dtype):
     fast = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype=dtype).encode(texts)
     cosines = np.sum(reference * fast, axis=1)
     assert cosines.min() >= 0.99
+
+
+def test_atomic_writes_use_normal_permissions(tmp_path):
+    import os
+
+    from sfp_rag._utils import atomic_directory, atomic_write_json
+
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    with atomic_directory(tmp_path / "d") as d:
+        (d / "f").write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask

@@ -1,0 +1,130 @@
+"""Training cost of the single-pass objective against the two-pass ones, at equal model, batch and data.
+
+Each variant runs in its own subprocess, so peak memory is that variant's alone (peak RSS on CPU, peak allocated
+memory on CUDA). Step time is the median over the measured steps (forward, backward and optimizer step), after
+warm-up steps. Ratios are single-pass / two-pass from the same run.
+
+    python benchmarks/train_cost.py                          # default model, CPU, batch 32
+    python benchmarks/train_cost.py --dtype bfloat16 --quantization none
+    python benchmarks/train_cost.py --model smollm2-135m --device cuda --batch-size 64
+
+Writes benchmarks/results/train_cost_<device>_<model>_<quantization>_<dtype>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "unsup_sentences.txt.gz"
+
+
+def run_variant(args: argparse.Namespace, objective: str) -> dict:
+    """Measure one objective (runs inside the child process)."""
+    import resource
+    import statistics
+
+    import torch
+
+    from sfp_rag._utils import resolve_device, seed_everything
+    from sfp_rag.modeling import SFPModel
+    from sfp_rag.train_data import load_texts
+    from sfp_rag.training import ObjectiveStep, TrainConfig, _model_with_fallback, resolve_train_autocast
+
+    seed_everything(0)
+    device = resolve_device(args.device)
+    config = TrainConfig(data=str(args.data), output_dir="/tmp/unused", model=args.model, objective=objective,
+                         batch_size=args.batch_size, quantization=args.quantization, dtype=args.dtype, device=device)
+    texts = load_texts(args.data)[: args.batch_size * (args.steps + args.warmup)]
+    model, tokenizer, quantization = _model_with_fallback(config, device)
+    sfp = SFPModel(model).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    step = ObjectiveStep(config, tokenizer, device, distributed=False)
+    autocast = resolve_train_autocast(args.dtype, device)
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is KiB on Linux)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times, tokens = [], []
+    for i in range(args.warmup + args.steps):
+        batch = texts[i * args.batch_size : (i + 1) * args.batch_size]
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+            loss, n_tokens = step(sfp, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+            tokens.append(n_tokens)
+    out = {"objective": objective, "quantization": quantization, "step_s": statistics.median(times),
+           "step_s_all": times, "tokens_per_step": statistics.mean(tokens), "rss_after_load_gib": rss_loaded,
+           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if device.startswith("cuda"):
+        out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="measured steps per objective")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quantization", default="none", choices=["none", "nf4"])
+    parser.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(run_variant(args, args.child)))
+        return
+    results = {}
+    for objective in args.objectives.split(","):
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", objective]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode or not line:
+            sys.exit(f"{objective} failed:\n{proc.stderr[-3000:]}")
+        results[objective] = json.loads(line[0][7:])
+        r = results[objective]
+        print(f"{objective:18s} step {r['step_s']:.2f} s  tokens/step {r['tokens_per_step']:.0f}  "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB" + (f"  peak CUDA {r['peak_cuda_gib']:.2f} GiB"
+                                                          if "peak_cuda_gib" in r else ""), flush=True)
+    single = results.get("single-pass")
+    ratios = {}
+    for name, r in results.items():
+        if single and name != "single-pass":
+            mem_key = "peak_cuda_gib" if "peak_cuda_gib" in r else "peak_rss_gib"
+            ratios[name] = {"step_time": single["step_s"] / r["step_s"], "peak_memory": single[mem_key] / r[mem_key],
+                            "tokens": single["tokens_per_step"] / r["tokens_per_step"],
+                            "training_memory": (single["peak_rss_gib"] - single["rss_after_load_gib"])
+                            / (r["peak_rss_gib"] - r["rss_after_load_gib"])}
+            print(f"single-pass / {name}: time {ratios[name]['step_time']:.2f}, peak memory "
+                  f"{ratios[name]['peak_memory']:.2f}, memory above the loaded model "
+                  f"{ratios[name]['training_memory']:.2f}, tokens {ratios[name]['tokens']:.2f}")
+    record = {"benchmark": "train_cost", "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
+              "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version},
+              "results": results, "ratios": ratios, "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = Path(__file__).parent / "results" / (
+        f"train_cost_{args.device}_{args.model}_{args.quantization}_{args.dtype}_b{args.batch_size}.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

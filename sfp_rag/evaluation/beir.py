@@ -1,0 +1,278 @@
+"""BEIR retrieval evaluation through the production index path, with baselines and hybrid fusion.
+
+Documents (title + text) are chunked and embedded exactly as ``sfp-rag index`` does (``documents.make_splitter``,
+``vector_store.embed_with_store``, ``index.FaissIndex``); a document's score is its best chunk's. Metrics come from
+``pytrec_eval`` (trec_eval, as BEIR itself computes them): nDCG@10, Recall@100, MAP@100, and MRR@10 (reciprocal
+rank of the run cut at 10). Chunk embeddings are cached under ``cache_dir()/embeddings/<encoder fingerprint>/``,
+keyed by the chunk text, so re-running an evaluation embeds nothing and a changed encoder never reuses vectors.
+
+Systems: any encoder (ours, the untrained backbone with another prompt, all-MiniLM-L6-v2), ``bm25`` (bm25s over
+whole documents), and ``hybrid`` (reciprocal-rank fusion of a dense run and the BM25 run).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import cache_dir, require
+
+logger = logging.getLogger(__name__)
+
+METRICS = {"nDCG@10": "ndcg_cut_10", "Recall@100": "recall_100", "MAP@100": "map_cut_100", "MRR@10": "recip_rank"}
+DEPTH = 100
+
+
+class BeirDataError(ValueError):
+    """A BEIR file is missing or malformed."""
+
+
+@dataclass
+class BeirData:
+    name: str
+    corpus: dict[str, tuple[str, str]]  # doc id -> (title, text)
+    queries: dict[str, str]  # only the queries judged in the split
+    qrels: dict[str, dict[str, int]]
+
+    def doc_text(self, doc_id: str) -> str:
+        title, text = self.corpus[doc_id]
+        return f"{title}\n\n{text}" if title.strip() else text
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BeirDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(record, dict) or "_id" not in record:
+                raise BeirDataError(f"{path}:{lineno}: a record needs an '_id' field")
+            yield lineno, record
+
+
+def _first(folder: Path, *names: str) -> Path:
+    for name in names:
+        if (folder / name).exists():
+            return folder / name
+    raise BeirDataError(f"{folder} has none of {', '.join(names)}; point --data at a BEIR dataset folder")
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirData:
+    """Read ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]`` and ``qrels/<split>.tsv``; keep the judged queries."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BeirDataError(f"BEIR folder {folder} does not exist")
+    corpus_path = _first(folder, "corpus.jsonl", "corpus.jsonl.gz")
+    corpus = {}
+    for lineno, r in _jsonl(corpus_path):
+        if not isinstance(r.get("text", ""), str):
+            raise BeirDataError(f"{corpus_path}:{lineno}: 'text' must be a string")
+        corpus[str(r["_id"])] = (str(r.get("title") or ""), r.get("text") or "")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.exists():
+        raise BeirDataError(f"{qrels_path} is missing; choose an existing split with --split")
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if lineno == 1 and parts[0] == "query-id":
+            continue
+        if not line.strip():
+            continue
+        if len(parts) != 3:
+            raise BeirDataError(f"{qrels_path}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score'")
+        try:
+            score = int(parts[2])
+        except ValueError:
+            raise BeirDataError(f"{qrels_path}:{lineno}: score {parts[2]!r} is not an integer") from None
+        if parts[1] not in corpus:
+            raise BeirDataError(f"{qrels_path}:{lineno}: corpus-id {parts[1]!r} is not in {corpus_path.name}")
+        qrels.setdefault(parts[0], {})[parts[1]] = score
+    queries_path = _first(folder, "queries.jsonl", "queries.jsonl.gz")
+    queries = {str(r["_id"]): r.get("text", "") for _, r in _jsonl(queries_path) if str(r["_id"]) in qrels}
+    missing = sorted(set(qrels) - set(queries))
+    if missing:
+        raise BeirDataError(f"{qrels_path} judges queries missing from {queries_path.name}: {missing[:5]}")
+    return BeirData(folder.name, corpus, queries, qrels)
+
+
+# --- runs -------------------------------------------------------------------------------------------------------
+
+Run = dict[str, dict[str, float]]
+
+
+def dense_run(
+    encoder,
+    data: BeirData,
+    chunk_size: int = 256,
+    chunk_overlap: int = 32,
+    depth: int = DEPTH,
+    batch_size: int = 32,
+    factory: str = "Flat",
+    show_progress: bool | None = None,
+) -> tuple[Run, dict]:
+    """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats."""
+    from ..documents import chunk_text, make_splitter
+    from ..index import FaissIndex
+    from ..vector_store import ShardedVectorStore, embed_with_store
+
+    t0 = time.perf_counter()
+    splitter = make_splitter(
+        lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
+    )
+    doc_ids, texts = [], []
+    for doc_id in data.corpus:
+        for chunk in chunk_text(splitter, doc_id, data.doc_text(doc_id)) or []:
+            doc_ids.append(doc_id)
+            texts.append(chunk.text)
+    t_chunk = time.perf_counter() - t0
+    store = ShardedVectorStore(cache_dir() / "embeddings" / encoder.fingerprint(), encoder.dim)
+    from tqdm.auto import tqdm
+
+    if show_progress is None:
+        show_progress = logger.isEnabledFor(logging.INFO)
+    bar = tqdm(total=len(set(texts)), desc=f"embed {data.name}", unit="chunk", disable=not show_progress)
+    vectors = embed_with_store(
+        texts,
+        lambda t: encoder.encode_documents(t, batch_size=batch_size),
+        store,
+        encoder.fingerprint(),
+        group_size=1024,
+        progress=bar,
+    )
+    bar.close()
+    t_embed = time.perf_counter() - t0 - t_chunk
+    index = FaissIndex.build(vectors, factory)
+    qids = list(data.queries)
+    qvecs = encoder.encode_queries([data.queries[q] for q in qids], batch_size=batch_size)
+    chunks_per_doc = len(texts) / max(len(data.corpus), 1)
+    k = min(len(texts), int(math.ceil(depth * chunks_per_doc * 2)))
+    scores, ids = index.search(qvecs, k)
+    run: Run = {}
+    for qid, srow, irow in zip(qids, scores, ids):
+        best: dict[str, float] = {}
+        for s, i in zip(srow, irow):
+            if i >= 0 and doc_ids[i] not in best:  # rows come best first: the first chunk seen is the doc's best
+                best[doc_ids[i]] = float(s)
+            if len(best) == depth:
+                break
+        run[qid] = best
+    stats = {
+        "chunks": len(texts),
+        "chunks_per_doc": round(chunks_per_doc, 3),
+        "chunk_s": round(t_chunk, 1),
+        "embed_s": round(t_embed, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
+    return run, stats
+
+
+def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
+    from ..bm25 import BM25Index
+
+    doc_ids = list(data.corpus)
+    bm25 = BM25Index.build([data.doc_text(d) for d in doc_ids])
+    qids = list(data.queries)
+    scores, ids = bm25.search([data.queries[q] for q in qids], depth)
+    return {
+        q: {doc_ids[i]: float(s) for s, i in zip(srow, irow) if i >= 0} for q, srow, irow in zip(qids, scores, ids)
+    }
+
+
+def fuse(run_a: Run, run_b: Run, depth: int = DEPTH) -> Run:
+    """Reciprocal-rank fusion of two document runs (scores are the RRF scores)."""
+    from ..hybrid import rrf_fuse
+
+    out: Run = {}
+    for q in run_a.keys() | run_b.keys():
+        ids = sorted(set(run_a.get(q, {})) | set(run_b.get(q, {})))
+        index = {d: i for i, d in enumerate(ids)}
+        rank = lambda run: [index[d] for d, _ in sorted(run.get(q, {}).items(), key=lambda x: -x[1])]  # noqa: E731
+        out[q] = {ids[i]: s for i, s in rrf_fuse([rank(run_a), rank(run_b)])[:depth]}
+    return out
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:
+    """The four metrics x100, averaged over the judged queries (a query with no results scores 0)."""
+    require("pytrec_eval", "IR metrics", "pip install 'sfp-rag[eval]' (or: pip install pytrec-eval-terrier)")
+    import pytrec_eval
+
+    full = {q: run.get(q, {}) or {"__none__": 0.0} for q in qrels}
+    top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in full.items()}
+    measures = {"ndcg_cut.10", "recall.100", "map_cut.100"}
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(full)
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    out = {}
+    for label, key in METRICS.items():
+        source = rr if key == "recip_rank" else per_query
+        out[label] = 100 * float(np.mean([source[q][key] for q in qrels]))
+    return out
+
+
+def evaluate_beir(
+    folder: str | Path,
+    systems: dict[str, Any],
+    split: str = "test",
+    hybrid: list[str] | None = None,
+    chunk_size: int = 256,
+    chunk_overlap: int = 32,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Score each system on one BEIR dataset.
+
+    Args:
+        systems: label -> an encoder (``SFPEncoder``/``MeanPoolEncoder``), a function that builds one (called when
+            its turn comes, so only one model is in memory), or the string "bm25".
+        hybrid: labels of dense systems to also fuse with BM25 (added as "<label>+bm25").
+    """
+    data = load_beir(folder, split)
+    logger.info("%s: %d documents, %d %s queries", data.name, len(data.corpus), len(data.queries), split)
+    runs: dict[str, Run] = {}
+    stats: dict[str, dict] = {}
+    for label, system in systems.items():
+        t = time.perf_counter()
+        if system == "bm25":
+            runs[label] = bm25_run(data)
+            stats[label] = {"total_s": round(time.perf_counter() - t, 1)}
+        else:
+            encoder = system() if callable(system) and not hasattr(system, "encode") else system  # lazy: one at a time
+            runs[label], stats[label] = dense_run(encoder, data, chunk_size, chunk_overlap, batch_size=batch_size)
+            del encoder
+    bm25_label = next((label for label, system in systems.items() if system == "bm25"), "BM25")
+    for label in hybrid or []:
+        if bm25_label not in runs:
+            runs[bm25_label] = bm25_run(data)
+        runs[f"{label}+bm25"] = fuse(runs[label], runs[bm25_label])
+    scores = {label: score_run(data.qrels, run) for label, run in runs.items()}
+    return {
+        "kind": "beir",
+        "dataset": data.name,
+        "split": split,
+        "documents": len(data.corpus),
+        "queries": len(data.queries),
+        "scores": scores,
+        "stats": stats,
+        "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap},
+    }
+
+
+def format_beir_table(scores: dict[str, dict[str, float]]) -> str:
+    lines = ["| system | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for label, s in scores.items():
+        lines.append(f"| {label} | " + " | ".join(f"{s[m]:.2f}" for m in METRICS) + " |")
+    return "\n".join(lines)

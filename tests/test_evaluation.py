@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sfp_rag.evaluation.beir import BeirDataError, dense_run, evaluate_beir, fuse, load_beir, score_run
+from sfp_rag.evaluation.space import alignment, evaluate_space, uniformity
+
+CORPUS = {
+    "d1": ("Cats", "Cats sleep most of the day and purr when content."),
+    "d2": ("Dogs", "Dogs need a walk every day. " * 30),  # long: several chunks
+    "d3": ("Markets", "Stock markets fell after the central bank raised rates."),
+    "d4": ("", "Green tea is steamed soon after picking."),
+}
+QUERIES = {"q1": "why do cats purr", "q2": "walking a dog", "q3": "interest rates and stocks", "q9": "unjudged"}
+QRELS = {"q1": {"d1": 1}, "q2": {"d2": 2, "d1": 1}, "q3": {"d3": 1}}
+
+
+def make_beir(root: Path, gz: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"_id": k, "title": t, "text": x}) for k, (t, x) in CORPUS.items()]
+    if gz:
+        with gzip.open(root / "corpus.jsonl.gz", "wt") as f:
+            f.write("\n".join(lines) + "\n")
+    else:
+        (root / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in QUERIES.items()))
+    (root / "qrels").mkdir(exist_ok=True)
+    rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, ds in QRELS.items() for d, s in ds.items()]
+    (root / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+# --- reader -----------------------------------------------------------------------------------------------------
+
+
+def test_reader_keeps_judged_queries(tmp_path):
+    data = load_beir(make_beir(tmp_path / "b"))
+    assert set(data.queries) == {"q1", "q2", "q3"} and len(data.corpus) == 4
+    assert data.doc_text("d1") == "Cats\n\nCats sleep most of the day and purr when content."
+    assert data.doc_text("d4") == "Green tea is steamed soon after picking."  # no title: text alone
+    assert load_beir(make_beir(tmp_path / "plain", gz=False)).qrels == QRELS
+
+
+def test_reader_rejects_malformed_lines_with_file_and_line(tmp_path):
+    root = make_beir(tmp_path / "b", gz=False)
+    text = (root / "corpus.jsonl").read_text().splitlines()
+    (root / "corpus.jsonl").write_text("\n".join([text[0], "{broken", *text[1:]]))
+    with pytest.raises(BeirDataError, match=r"corpus.jsonl:2: not valid JSON"):
+        load_beir(root)
+    root = make_beir(tmp_path / "c")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
+    with pytest.raises(BeirDataError, match=r"test.tsv:2: expected"):
+        load_beir(root)
+    (root / "qrels" / "test.tsv").write_text("q1\td1\thigh\n")
+    with pytest.raises(BeirDataError, match=r"test.tsv:1: score 'high'"):
+        load_beir(root)
+    (root / "qrels" / "test.tsv").write_text("q1\tnope\t1\n")
+    with pytest.raises(BeirDataError, match="corpus-id 'nope'"):
+        load_beir(root)
+    with pytest.raises(BeirDataError, match="dev.tsv is missing"):
+        load_beir(root, split="dev")
+    with pytest.raises(BeirDataError, match="does not exist"):
+        load_beir(tmp_path / "none")
+
+
+# --- metrics and fusion -------------------------------------------------------------------------------------------
+
+
+def test_metrics_equal_hand_computed_values():
+    qrels = {"a": {"d1": 1, "d2": 2}, "b": {"d3": 1}}
+    run = {"a": {"d1": 0.9, "d3": 0.8, "d2": 0.7}, "b": {"d4": 0.9, "d5": 0.8, "d3": 0.1}}
+    s = score_run(qrels, run)
+    ndcg_a = (1 + 2 / math.log2(4)) / (2 + 1 / math.log2(3))  # linear gains, as trec_eval
+    ndcg_b = (1 / math.log2(4)) / 1
+    assert s["nDCG@10"] == pytest.approx(100 * (ndcg_a + ndcg_b) / 2)
+    assert s["Recall@100"] == pytest.approx(100.0)
+    ap_a = (1 / 1 + 2 / 3) / 2
+    ap_b = 1 / 3
+    assert s["MAP@100"] == pytest.approx(100 * (ap_a + ap_b) / 2)
+    assert s["MRR@10"] == pytest.approx(100 * (1 / 1 + 1 / 3) / 2)
+    # a query without results counts as zero, not as missing
+    assert score_run(qrels, {"a": run["a"]})["Recall@100"] == pytest.approx(50.0)
+
+
+def test_mrr_is_cut_at_10():
+    qrels = {"a": {"rel": 1}}
+    run = {"a": {**{f"x{i}": 1 - i / 100 for i in range(10)}, "rel": 0.5}}
+    assert score_run(qrels, run)["MRR@10"] == 0.0
+
+
+def test_fusion_equals_reference_rrf():
+    a = {"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1}}
+    b = {"q": {"d3": 12.0, "d4": 3.0}}
+    fused = fuse(a, b)["q"]
+    ref = {"d1": 1 / 61, "d2": 1 / 62, "d3": 1 / 63 + 1 / 61, "d4": 1 / 62}
+    assert fused == pytest.approx(ref)
+    assert list(fused)[0] == "d3"
+
+
+# --- dense runs through the index path -------------------------------------------------------------------------
+
+
+def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    from sfp_rag.documents import chunk_text, make_splitter
+
+    data = load_beir(make_beir(tmp_path / "b"))
+    run, stats = dense_run(tiny_encoder, data, chunk_size=32, chunk_overlap=0, depth=10, show_progress=False)
+    assert stats["chunks"] > len(CORPUS)  # d2 was split
+    splitter = make_splitter(lambda s: tiny_encoder.tokenizer.encode(s, add_special_tokens=False), 32, 0)
+    owners, texts = [], []
+    for d in data.corpus:
+        for c in chunk_text(splitter, d, data.doc_text(d)):
+            owners.append(d)
+            texts.append(c.text)
+    chunk_vecs = tiny_encoder.encode(texts)
+    for q, qtext in data.queries.items():
+        sims = chunk_vecs @ tiny_encoder.encode(qtext)
+        best = {d: max(float(s) for s, o in zip(sims, owners) if o == d) for d in data.corpus}
+        assert run[q] == pytest.approx(best, abs=1e-4)
+        assert list(run[q]) == sorted(best, key=lambda d: -best[d])
+
+
+def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    from sfp_rag.encoder import SFPEncoder
+
+    data = load_beir(make_beir(tmp_path / "b"))
+    calls = []
+    real = SFPEncoder.encode_documents
+
+    def counting(self, texts, **kw):
+        calls.append(len(texts))
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(SFPEncoder, "encode_documents", counting)
+    first, _ = dense_run(tiny_encoder, data, chunk_size=64, show_progress=False)
+    n = sum(calls)
+    assert n > 0
+    again, _ = dense_run(tiny_encoder, data, chunk_size=64, show_progress=False)
+    assert sum(calls) == n and again == first  # nothing re-embedded
+    other = SFPEncoder(tiny_encoder.model, tiny_encoder.tokenizer, tiny_encoder.config.replace(template="eol"))
+    dense_run(other, data, chunk_size=64, show_progress=False)
+    assert sum(calls) == 2 * n  # another encoder: its own vectors
+
+
+def test_evaluate_beir_with_bm25_and_hybrid(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    result = evaluate_beir(
+        make_beir(tmp_path / "b"), {"tiny": tiny_encoder, "BM25": "bm25"}, hybrid=["tiny"], chunk_size=64
+    )
+    assert set(result["scores"]) == {"tiny", "BM25", "tiny+bm25"}
+    assert result["scores"]["BM25"]["MRR@10"] > 60  # lexical overlap makes these queries easy for BM25
+    assert result["kind"] == "beir" and result["queries"] == 3
+
+
+# --- semantic space -----------------------------------------------------------------------------------------------
+
+
+def test_alignment_and_uniformity_equal_loops():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 4))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = rng.standard_normal((7, 4))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    assert alignment(x, y) == pytest.approx(np.mean([np.sum((a - b) ** 2) for a, b in zip(x, y)]))
+    pairs = [np.exp(-2 * np.sum((x[i] - x[j]) ** 2)) for i in range(7) for j in range(i + 1, 7)]
+    assert uniformity(x) == pytest.approx(np.log(np.mean(pairs)))
+
+
+def test_evaluate_space_on_synthetic_stsb(tmp_path, tiny_encoder):
+    from tests.test_sts import make_senteval
+
+    make_senteval(tmp_path / "se")
+    result = evaluate_space(tiny_encoder, tmp_path / "se", split="dev")
+    assert result["positive_pairs"] == 1 and result["sentences"] == 8  # only gold 4.5 is above 4
+    assert result["ratio"] == pytest.approx(-result["uniformity"] / result["alignment"])
+    with pytest.raises(ValueError, match="split"):
+        evaluate_space(tiny_encoder, tmp_path / "se", split="train")
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+
+
+def test_report_builds_markdown_and_plots(tmp_path):
+    from sfp_rag.report import build_report
+
+    res = tmp_path / "results"
+    res.mkdir()
+    scores = {"STS12": 60.0, "STSBenchmark": 70.0, "avg": 65.0}
+    (res / "a.json").write_text(json.dumps({"kind": "sts", "label": "zero-shot", "scores": scores}))
+    (res / "b.json").write_text(json.dumps({"kind": "sts", "label": "trained", "scores": scores}))
+    beir = {
+        "kind": "beir",
+        "dataset": "scifact",
+        "split": "test",
+        "queries": 3,
+        "documents": 4,
+        "scores": {"BM25": {"nDCG@10": 1, "Recall@100": 2, "MAP@100": 3, "MRR@10": 4}},
+    }
+    (res / "c.json").write_text(json.dumps(beir))
+    (res / "d.json").write_text(
+        json.dumps(
+            {"kind": "space", "label": "m", "split": "dev", "alignment": 0.3, "uniformity": -2.0, "ratio": 6.67}
+        )
+    )
+    (res / "other.json").write_text(json.dumps({"not": "ours"}))
+    log = tmp_path / "run1" / "train_log.jsonl"
+    log.parent.mkdir()
+    log.write_text("\n".join(json.dumps({"step": s, "loss": 2 / s, "examples_per_s": 3.0}) for s in (1, 2, 3)))
+    md = build_report([res, log], tmp_path / "report").read_text()
+    for needle in ("## STS", "zero-shot", "## BEIR", "scifact", "## Semantic space", "## Training", "run1"):
+        assert needle in md
+    for png in ("sts.png", "alignment_uniformity.png", "loss.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+    with pytest.raises(ValueError, match="no result files"):
+        build_report([res / "other.json"], tmp_path / "empty")
