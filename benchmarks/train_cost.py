@@ -39,8 +39,16 @@ def run_variant(args: argparse.Namespace, objective: str) -> dict:
 
     seed_everything(0)
     device = resolve_device(args.device)
-    config = TrainConfig(data=str(args.data), output_dir="/tmp/unused", model=args.model, objective=objective,
-                         batch_size=args.batch_size, quantization=args.quantization, dtype=args.dtype, device=device)
+    config = TrainConfig(
+        data=str(args.data),
+        output_dir="/tmp/unused",
+        model=args.model,
+        objective=objective,
+        batch_size=args.batch_size,
+        quantization=args.quantization,
+        dtype=args.dtype,
+        device=device,
+    )
     texts = load_texts(args.data)[: args.batch_size * (args.steps + args.warmup)]
     model, tokenizer, quantization = _model_with_fallback(config, device)
     sfp = SFPModel(model).train()
@@ -67,9 +75,15 @@ def run_variant(args: argparse.Namespace, objective: str) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
             tokens.append(n_tokens)
-    out = {"objective": objective, "quantization": quantization, "step_s": statistics.median(times),
-           "step_s_all": times, "tokens_per_step": statistics.mean(tokens), "rss_after_load_gib": rss_loaded,
-           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    out = {
+        "objective": objective,
+        "quantization": quantization,
+        "step_s": statistics.median(times),
+        "step_s_all": times,
+        "tokens_per_step": statistics.mean(tokens),
+        "rss_after_load_gib": rss_loaded,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
     if device.startswith("cuda"):
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["gpu"] = torch.cuda.get_device_name()
@@ -101,26 +115,42 @@ def main() -> None:
             sys.exit(f"{objective} failed:\n{proc.stderr[-3000:]}")
         results[objective] = json.loads(line[0][7:])
         r = results[objective]
-        print(f"{objective:18s} step {r['step_s']:.2f} s  tokens/step {r['tokens_per_step']:.0f}  "
-              f"peak RSS {r['peak_rss_gib']:.2f} GiB" + (f"  peak CUDA {r['peak_cuda_gib']:.2f} GiB"
-                                                          if "peak_cuda_gib" in r else ""), flush=True)
+        print(
+            f"{objective:18s} step {r['step_s']:.2f} s  tokens/step {r['tokens_per_step']:.0f}  "
+            f"peak RSS {r['peak_rss_gib']:.2f} GiB"
+            + (f"  peak CUDA {r['peak_cuda_gib']:.2f} GiB" if "peak_cuda_gib" in r else ""),
+            flush=True,
+        )
     single = results.get("single-pass")
     ratios = {}
     for name, r in results.items():
         if single and name != "single-pass":
             mem_key = "peak_cuda_gib" if "peak_cuda_gib" in r else "peak_rss_gib"
-            ratios[name] = {"step_time": single["step_s"] / r["step_s"], "peak_memory": single[mem_key] / r[mem_key],
-                            "tokens": single["tokens_per_step"] / r["tokens_per_step"],
-                            "training_memory": (single["peak_rss_gib"] - single["rss_after_load_gib"])
-                            / (r["peak_rss_gib"] - r["rss_after_load_gib"])}
-            print(f"single-pass / {name}: time {ratios[name]['step_time']:.2f}, peak memory "
-                  f"{ratios[name]['peak_memory']:.2f}, memory above the loaded model "
-                  f"{ratios[name]['training_memory']:.2f}, tokens {ratios[name]['tokens']:.2f}")
-    record = {"benchmark": "train_cost", "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
-              "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version},
-              "results": results, "ratios": ratios, "date": time.strftime("%Y-%m-%d %H:%M")}
-    out = Path(__file__).parent / "results" / (
-        f"train_cost_{args.device}_{args.model}_{args.quantization}_{args.dtype}_b{args.batch_size}.json")
+            ratios[name] = {
+                "step_time": single["step_s"] / r["step_s"],
+                "peak_memory": single[mem_key] / r[mem_key],
+                "tokens": single["tokens_per_step"] / r["tokens_per_step"],
+                "training_memory": (single["peak_rss_gib"] - single["rss_after_load_gib"])
+                / (r["peak_rss_gib"] - r["rss_after_load_gib"]),
+            }
+            print(
+                f"single-pass / {name}: time {ratios[name]['step_time']:.2f}, peak memory "
+                f"{ratios[name]['peak_memory']:.2f}, memory above the loaded model "
+                f"{ratios[name]['training_memory']:.2f}, tokens {ratios[name]['tokens']:.2f}"
+            )
+    record = {
+        "benchmark": "train_cost",
+        "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version},
+        "results": results,
+        "ratios": ratios,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    out = (
+        Path(__file__).parent
+        / "results"
+        / (f"train_cost_{args.device}_{args.model}_{args.quantization}_{args.dtype}_b{args.batch_size}.json")
+    )
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")

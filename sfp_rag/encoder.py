@@ -10,7 +10,6 @@ asymmetric template can be added without changing callers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import require, resolve_autocast, resolve_device, resolve_dtype
+from ._utils import require, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import CONFIG_NAME, EncoderConfig, load_encoder_config, save_config
 from .modeling import SFPModel
@@ -76,7 +75,6 @@ class SFPEncoder:
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
         self.device = device or str(next(self.model.parameters()).device)
-        self.autocast_dtype = resolve_autocast(self.config.dtype, self.device)
         self.prompts = PromptTokenizer(
             tokenizer,
             self.config.template,
@@ -98,9 +96,15 @@ class SFPEncoder:
         config = resolve_config(model, **overrides)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        backbone, tokenizer = load_backbone(config.model, device=device, dtype=dtype, load_in_4bit=config.load_in_4bit)
+        merge = config.adapter and not config.load_in_4bit
+        load_dtype = torch.float32 if merge else dtype  # merge the adapter in fp32, then cast
+        backbone, tokenizer = load_backbone(
+            config.model, device=device, dtype=load_dtype, load_in_4bit=config.load_in_4bit
+        )
         if config.adapter:
             backbone = attach_adapter(backbone, config.adapter, merge=not config.load_in_4bit)
+        if merge and dtype != torch.float32:
+            backbone = backbone.to(dtype)
         logger.debug("loaded %s (adapter=%s) on %s as %s", config.model, config.adapter, device, dtype)
         return cls(backbone, tokenizer, config, device=device)
 
@@ -147,7 +151,7 @@ class SFPEncoder:
         if show_progress_bar is None:
             show_progress_bar = logger.isEnabledFor(logging.INFO) and len(items) >= 256
         progress = _progress(len(items), show_progress_bar)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             for rows in batches:
                 batch = self.prompts.collate([prompts[i] for i in rows]).to(self.device)
                 reps = self.model(batch)
@@ -166,11 +170,6 @@ class SFPEncoder:
     def encode_documents(self, documents: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """Embed documents or chunks to be searched."""
         return self.encode(documents, **kwargs)
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype)
 
     # --- identity and saving ----------------------------------------------------------------------------
 

@@ -1,0 +1,220 @@
+"""Encoding speed: sfp_rag's encoder variants against the paths users take today, in one run, as ratios.
+
+Every variant embeds the same sentences rendered in the same two-stage prompt, so the same prompt tokens are
+processed; tokens/s counts real (non-padding) prompt tokens. Variants:
+
+- ``plain``: what a user writes today: AutoModelForCausalLM(output_hidden_states=True), batches of 10 in input
+  order, fp32, last hidden layer at the last token (the LM head runs too).
+- ``sentence-transformers``: the same model in sentence-transformers with last-token pooling (batch 32).
+- ``llamaindex-hf``: LlamaIndex's HuggingFaceEmbedding on the same model (it runs sentence-transformers, with
+  mean pooling: it offers no last-token pooling, so its vectors differ; only its speed compares).
+- ``sfp-fp32``: SFPEncoder in fp32 (no LM head, length-sorted batches, inference_mode).
+- ``sfp-auto``: SFPEncoder with dtype="auto", the default (bf16 weights where the CPU has AMX/AVX512-BF16).
+- ``sfp-bf16``: SFPEncoder with bf16 weights, explicitly.
+
+Each timing is the median of ``--repeats`` runs after a warm-up. With ``--quality`` every sfp variant is also
+scored on STS-B test (Spearman x100) against fp32, the rule being: keep a variant only if it drops <= 0.5 points.
+
+    python benchmarks/encode_speed.py                      # default model, CPU
+    python benchmarks/encode_speed.py --quality            # + STS-B check per variant
+    python benchmarks/encode_speed.py --device cuda --sentences 8192 --batch-size 256
+
+Writes benchmarks/results/encode_speed_<device>_<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_sentences(n: int) -> list[str]:
+    with gzip.open(SHARED / "unsup_sentences.txt.gz", "rt", encoding="utf-8") as f:
+        out = []
+        for line in f:
+            out.append(line.strip())
+            if len(out) == n:
+                return out
+    return out
+
+
+def timed(fn, repeats: int) -> tuple[float, list[float]]:
+    fn()  # warm-up (allocations, oneDNN kernel selection)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def machine() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")
+        )
+        flags = next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split()
+        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    except (OSError, StopIteration):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--template", default="eol-sum")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sentences", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="plain,sentence-transformers,llamaindex-hf,sfp-fp32,sfp-auto,sfp-bf16")
+    parser.add_argument("--quality", action="store_true", help="also score each sfp variant on STS-B test")
+    args = parser.parse_args()
+
+    from sfp_rag.backbones import resolve_model_dir
+    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.prompts import normalize_sentence
+
+    sentences = load_sentences(args.sentences)
+    model_dir = resolve_model_dir(args.model)
+    reference = SFPEncoder.from_pretrained(args.model, template=args.template, device=args.device, dtype="float32")
+    prompts = [reference.prompts.template.render(normalize_sentence(s)).prompt for s in sentences]
+    n_tokens = sum(len(p.input_ids) for p in reference.prompts.tokenize(sentences))
+    ref_vectors = reference.encode(sentences, batch_size=args.batch_size)
+    results: dict[str, dict] = {}
+
+    def record(name: str, seconds: float, times: list[float], vectors: np.ndarray | None, **extra) -> None:
+        entry = {
+            "seconds": seconds,
+            "times": times,
+            "sentences_per_s": len(sentences) / seconds,
+            "tokens_per_s": n_tokens / seconds,
+            **extra,
+        }
+        if vectors is not None:
+            v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+            entry["min_cosine_to_fp32"] = float(np.min(np.sum(v * ref_vectors, axis=1)))
+        results[name] = entry
+        print(
+            f"{name:22s} {entry['tokens_per_s']:8.0f} tok/s {entry['sentences_per_s']:7.1f} sent/s"
+            + (f"  min cos {entry['min_cosine_to_fp32']:.4f}" if "min_cosine_to_fp32" in entry else ""),
+            flush=True,
+        )
+
+    wanted = args.variants.split(",")
+    if "plain" in wanted:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        lm = AutoModelForCausalLM.from_pretrained(model_dir).to(args.device).eval()
+        tok.padding_side = "left"  # so that [:, -1] is the last prompt token of every row
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+
+        def plain():
+            out = []
+            with torch.no_grad():
+                for i in range(0, len(prompts), 10):
+                    batch = tok(prompts[i : i + 10], return_tensors="pt", padding=True).to(args.device)
+                    hidden = lm(**batch, output_hidden_states=True).hidden_states[-1]
+                    out.append(hidden[:, -1].float().cpu().numpy())
+            return np.concatenate(out)
+
+        seconds, times = timed(plain, args.repeats)
+        record("plain", seconds, times, plain())
+        del lm
+
+    if "sentence-transformers" in wanted or "llamaindex-hf" in wanted:
+        try:
+            from sentence_transformers import SentenceTransformer, models
+
+            word = models.Transformer(str(model_dir), max_seq_length=512)
+            word.tokenizer.padding_side = "right"
+            st = SentenceTransformer(
+                modules=[word, models.Pooling(word.get_word_embedding_dimension(), "lasttoken")], device=args.device
+            )
+            if "sentence-transformers" in wanted:
+                fn = lambda: st.encode(prompts, batch_size=32, show_progress_bar=False)  # noqa: E731
+                seconds, times = timed(fn, args.repeats)
+                record("sentence-transformers", seconds, times, fn())
+            if "llamaindex-hf" in wanted:
+                from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+                emb = HuggingFaceEmbedding(
+                    model_name=str(model_dir), device=args.device, embed_batch_size=32, max_length=512
+                )  # its default: mean pooling
+                fn = lambda: np.asarray(emb.get_text_embedding_batch(prompts))  # noqa: E731
+                seconds, times = timed(fn, args.repeats)
+                record("llamaindex-hf", seconds, times, fn())
+        except ImportError as err:
+            print(f"peers skipped: {err}")
+
+    quality = {}
+    for name, dtype in (("sfp-fp32", "float32"), ("sfp-auto", "auto"), ("sfp-bf16", "bfloat16")):
+        if name not in wanted:
+            continue
+        enc = (
+            reference
+            if dtype == "float32"
+            else SFPEncoder.from_pretrained(args.model, template=args.template, device=args.device, dtype=dtype)
+        )
+        fn = lambda e=enc: e.encode(sentences, batch_size=args.batch_size)  # noqa: E731
+        seconds, times = timed(fn, args.repeats)
+        record(name, seconds, times, fn(), weights=str(next(enc.model.parameters()).dtype))
+        if args.quality:
+            from sfp_rag.evaluation.sts import evaluate_sts
+
+            quality[name] = evaluate_sts(enc, SHARED / "senteval", ["STSBenchmark"])["scores"]["STSBenchmark"]
+            print(f"{name:22s} STS-B test {quality[name]:.2f}", flush=True)
+
+    base = results.get("plain", {}).get("tokens_per_s")
+    ratios = {name: r["tokens_per_s"] / base for name, r in results.items()} if base else {}
+    for peer in ("sentence-transformers", "llamaindex-hf"):
+        if peer in results and "sfp-auto" in results:
+            ratios[f"sfp-auto/{peer}"] = results["sfp-auto"]["tokens_per_s"] / results[peer]["tokens_per_s"]
+    print("ratios to plain:", {k: round(v, 2) for k, v in ratios.items()})
+    record_all = {
+        "benchmark": "encode_speed",
+        "model": args.model,
+        "template": args.template,
+        "device": args.device,
+        "sentences": len(sentences),
+        "prompt_tokens": n_tokens,
+        "batch_size": args.batch_size,
+        "machine": machine(),
+        "results": results,
+        "ratios": ratios,
+        "sts_b_test": quality,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    out = Path(__file__).parent / "results" / f"encode_speed_{args.device}_{args.model}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record_all, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
