@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._utils import atomic_directory, atomic_write_json, cache_dir, require
 
@@ -194,6 +195,49 @@ def _convert(gguf: Path, target: Path) -> None:
 # --- loading ------------------------------------------------------------------------------------------------
 
 
+_prefetched: dict[str, Any] = {}
+
+
+def prefetch_tokenizer(model_dir: str | Path) -> None:
+    """Start parsing ``model_dir/tokenizer.json`` in a thread (the Rust parse runs while torch is imported)."""
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.exists() or str(path) in _prefetched:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tokenizers import Tokenizer
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    _prefetched[str(path)] = pool.submit(Tokenizer.from_file, str(path))
+    pool.shutdown(wait=False)
+
+
+def load_fast_tokenizer(model_dir: str | Path):
+    """A ``tokenization.RustTokenizer`` for ``model_dir`` (prefetched when possible), or None when the folder has no
+    ``tokenizer.json``. Special token ids come from ``tokenizer_config.json``."""
+    from tokenizers import Tokenizer
+
+    from .tokenization import RustTokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.exists():
+        return None
+    future = _prefetched.pop(str(path), None)
+    backend = future.result() if future is not None else Tokenizer.from_file(str(path))
+    config_path = Path(model_dir) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+
+    def token_id(key: str) -> int | None:
+        token = config.get(key)
+        if isinstance(token, dict):
+            token = token.get("content")
+        return backend.token_to_id(token) if isinstance(token, str) else None
+
+    eos = token_id("eos_token")
+    pad = token_id("pad_token")
+    return RustTokenizer(backend, pad if pad is not None else eos, eos, token_id("bos_token"))
+
+
 def load_tokenizer(name_or_path: str | Path):
     from transformers import AutoTokenizer
 
@@ -214,6 +258,7 @@ def load_backbone(
     dtype=None,
     load_in_4bit: bool = False,
     attn_implementation: str = "sdpa",
+    fast_tokenizer: bool = False,
 ):
     """Load the backbone (no LM head) and its tokenizer.
 
@@ -223,6 +268,8 @@ def load_backbone(
         dtype: a torch dtype (fp32 when None).
         load_in_4bit: quantize the linear layers to 4-bit NF4 with double quantization (bitsandbytes).
         attn_implementation: passed to transformers ("sdpa", "eager", ...).
+        fast_tokenizer: return a ``RustTokenizer`` (quick to load; enough for encoding) instead of the transformers
+            tokenizer, where the model folder has a ``tokenizer.json``.
 
     Returns:
         ``(model, tokenizer)`` with the model in eval mode on ``device``.
@@ -242,7 +289,8 @@ def load_backbone(
     if not load_in_4bit:
         model = model.to(device)
     model.eval()
-    return model, load_tokenizer(name_or_path)
+    tokenizer = load_fast_tokenizer(model_dir) if fast_tokenizer and Path(model_dir).is_dir() else None
+    return model, tokenizer or load_tokenizer(name_or_path)
 
 
 def nf4_config(compute_dtype):

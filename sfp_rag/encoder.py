@@ -31,6 +31,8 @@ from .tokenization import PromptTokenizer, check_texts
 
 logger = logging.getLogger(__name__)
 
+PROBE_TEXT = 'Probe: "Héllo", wörld — 42 naïve café tokens?  €5 日本語 😀'
+
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
     """Group row indices into batches, longest first: at most ``batch_size`` rows and, when given,
@@ -85,12 +87,15 @@ class SFPEncoder:
     # --- construction -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, model: str | Path | None = None, **overrides: Any) -> SFPEncoder:
+    def from_pretrained(
+        cls, model: str | Path | None = None, fast_tokenizer: bool = False, **overrides: Any
+    ) -> SFPEncoder:
         """Build an encoder from a built-in name, a model path or hub id, or a trained adapter directory.
 
         Args:
             model: a built-in backbone name (``sfp_rag.backbones.BUILTIN_MODELS``), a .gguf file, a model directory,
                 a hub id, or a directory with ``sfp_config.json`` (a trained adapter). None: the default.
+            fast_tokenizer: load the bare Rust tokenizer (faster start; see ``tokenization.RustTokenizer``).
             **overrides: any ``EncoderConfig`` field (``adapter``, ``template``, ``pooling``, ``device``, ...).
         """
         config = resolve_config(model, **overrides)
@@ -99,7 +104,11 @@ class SFPEncoder:
         merge = config.adapter and not config.load_in_4bit
         load_dtype = torch.float32 if merge else dtype  # merge the adapter in fp32, then cast
         backbone, tokenizer = load_backbone(
-            config.model, device=device, dtype=load_dtype, load_in_4bit=config.load_in_4bit
+            config.model,
+            device=device,
+            dtype=load_dtype,
+            load_in_4bit=config.load_in_4bit,
+            fast_tokenizer=fast_tokenizer,
         )
         if config.adapter:
             backbone = attach_adapter(backbone, config.adapter, merge=not config.load_in_4bit)
@@ -187,6 +196,10 @@ class SFPEncoder:
             "normalize_embeddings": c.normalize_embeddings,
             "dim": self.dim,
         }
+
+    def probe_ids(self) -> list[int]:
+        """Token ids of a fixed probe prompt: equal ids mean two tokenizers agree (checked when an index is opened)."""
+        return list(self.prompts.tokenize([PROBE_TEXT])[0].input_ids)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]

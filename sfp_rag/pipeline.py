@@ -72,7 +72,7 @@ def encoder_section(encoder) -> dict[str, Any]:
     config = encoder.config.to_dict()
     for key in ("device", "dtype"):
         config.pop(key, None)
-    return {"identity": encoder.identity(), "config": config}
+    return {"identity": encoder.identity(), "config": config, "probe_ids": encoder.probe_ids()}
 
 
 @dataclass
@@ -342,12 +342,7 @@ class Searcher:
         """Open an index; without ``encoder`` the one recorded in its manifest is built (device/dtype overridable)."""
         collection = Collection.open(resolve_index_path(index))
         if encoder is None:
-            from .config import EncoderConfig
-            from .encoder import SFPEncoder
-
-            recorded = EncoderConfig.from_dict(collection.manifest["encoder"]["config"], where=str(collection.path))
-            settings = {**recorded.to_dict(), **encoder_overrides}
-            encoder = SFPEncoder.from_pretrained(settings.pop("model"), **settings)
+            encoder = _recorded_encoder(collection, encoder_overrides)
         return cls(collection, encoder)
 
     def search(self, queries: str | list[str], k: int = 5, mode: str = "dense") -> list[Hit] | list[list[Hit]]:
@@ -363,6 +358,31 @@ class Searcher:
 
             results = hybrid_search(self, qs, k, mode)
         return results[0] if single else results
+
+
+def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
+    """Rebuild the encoder an index records, starting fast: the tokenizer is parsed in a thread while torch loads,
+    without the transformers wrapper; if its ids differ from those recorded at build time, the transformers
+    tokenizer is used instead."""
+    from .backbones import ModelNotFoundError, load_tokenizer, prefetch_tokenizer, resolve_model_dir
+    from .config import EncoderConfig
+
+    recorded = EncoderConfig.from_dict(collection.manifest["encoder"]["config"], where=str(collection.path))
+    settings = {**recorded.to_dict(), **overrides}
+    try:
+        prefetch_tokenizer(resolve_model_dir(settings["model"]))
+    except ModelNotFoundError:
+        pass  # from_pretrained below reports it
+    from .encoder import SFPEncoder  # imports torch and transformers
+
+    encoder = SFPEncoder.from_pretrained(settings.pop("model"), fast_tokenizer=True, **settings)
+    expected = collection.manifest["encoder"].get("probe_ids")
+    if expected is not None and encoder.probe_ids() != expected:
+        logger.info("the fast tokenizer disagrees with the one that built %s; using transformers'", collection.path)
+        encoder = SFPEncoder(
+            encoder.model, load_tokenizer(encoder.config.model), encoder.config, device=encoder.device
+        )
+    return encoder
 
 
 def search(query: str, index: str | Path | None = None, k: int = 5, **kwargs: Any) -> list[Hit]:

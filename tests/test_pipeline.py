@@ -292,3 +292,18 @@ def test_encoder_config_round_trip_in_manifest(docs, encoder, tmp_path):
     _build(docs, encoder, tmp_path / "kb")
     recorded = json.loads((tmp_path / "kb" / "manifest.json").read_text())["encoder"]["config"]
     assert "device" not in recorded and EncoderConfig.from_dict(recorded).template == encoder.config.template
+
+
+def test_searcher_falls_back_when_the_fast_tokenizer_disagrees(docs, encoder, tmp_path):
+    from sfp_rag.tokenization import RustTokenizer
+
+    out = tmp_path / "kb"
+    _build(docs, encoder, out)
+    fast = Searcher.open(out, device="cpu", dtype="float32")
+    assert isinstance(fast.encoder.tokenizer, RustTokenizer)  # the quick path agrees with the recorded ids
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["encoder"]["probe_ids"] = [0, 1, 2]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    slow = Searcher.open(out, device="cpu", dtype="float32")
+    assert not isinstance(slow.encoder.tokenizer, RustTokenizer)
+    assert [h.row for h in slow.search("cats", k=3)] == [h.row for h in fast.search("cats", k=3)]

@@ -68,3 +68,18 @@ def test_paraphrases_are_closer_than_unrelated_sentences(name):
     sims = e @ e.T
     assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[1, 2]
     assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+def test_fast_tokenizer_equals_transformers_on_real_models(name):
+    _require(name)
+    from sfp_rag.backbones import load_fast_tokenizer, resolve_model_dir
+
+    fast = load_fast_tokenizer(resolve_model_dir(name))
+    slow = load_tokenizer(name)
+    assert fast.pad_token_id == slow.pad_token_id
+    texts = ["A man is playing a guitar.", 'He said "no" twice?', "x" * 500, "déjà vu — naïve café", "", "日本語 😀"]
+    for preset in PRESETS:
+        a, b = PromptTokenizer(slow, preset)(texts), PromptTokenizer(fast, preset)(texts)
+        for x, y in zip(a.tensors(), b.tensors()):
+            assert (x == y).all()

@@ -114,3 +114,19 @@ def test_marker_inside_a_token_is_reported(word_tokenizer):
     pt = PromptTokenizer(word_tokenizer, 'This sentence : "{text}" means in one word{rep1}able, it can be')
     with pytest.raises(ValueError, match="no token ends where stage one ends"):
         pt.tokenize(["a cat"])
+
+
+def test_rust_tokenizer_matches_transformers(tiny_model_dir, bpe_tokenizer):
+    from sfp_rag.backbones import load_fast_tokenizer, prefetch_tokenizer
+
+    prefetch_tokenizer(tiny_model_dir)
+    fast = load_fast_tokenizer(tiny_model_dir)
+    assert fast.pad_token_id == bpe_tokenizer.pad_token_id and fast.eos_token_id == bpe_tokenizer.eos_token_id
+    texts = ["a man is playing a guitar", 'he said "no" twice?', "x" * 300, "", "déjà vu"]
+    for preset in ("eol-sum", "eol"):
+        a = PromptTokenizer(bpe_tokenizer, preset, max_text_tokens=16)(texts)
+        b = PromptTokenizer(fast, preset, max_text_tokens=16)(texts)
+        for x, y in zip(a.tensors(), b.tensors()):
+            assert (x == y).all()
+    assert fast.decode(fast.encode("a cat", add_special_tokens=False)) == "a cat"
+    assert len(fast) == len(bpe_tokenizer)
