@@ -1,8 +1,8 @@
 """Validated configuration dataclasses, saved as JSON next to the weights they describe.
 
 ``EncoderConfig`` says how to build an embedder: which backbone, which adapter, which template and pooling. A
-trained adapter directory carries one as ``sfp_config.json``, so ``SFPEncoder.from_pretrained(adapter_dir)`` needs
-nothing else.
+trained adapter directory carries one as ``sfp_config.json`` (with the ``TrainConfig`` of its run), so
+``SFPEncoder.from_pretrained(adapter_dir)`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -103,3 +103,104 @@ def load_encoder_config(directory: Path) -> EncoderConfig:
     elif enc.get("adapter") and not Path(enc["adapter"]).is_absolute():
         enc["adapter"] = str((directory / enc["adapter"]).resolve())
     return EncoderConfig.from_dict(enc, where=str(directory / CONFIG_NAME))
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
+SCHEDULES = ("linear", "cosine", "constant")
+QUANTIZATIONS = ("nf4", "none")
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+_DEFAULT_TEMPLATES = {"single-pass": "eol-sum", "two-pass-dropout": "eol", "two-pass-prompts": "eol"}
+INFERENCE_MAX_TEXT_TOKENS = 512  # the text slot at inference (training cuts at max_text_tokens)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved with the adapter in ``sfp_config.json``."""
+
+    data: str = field(metadata={"help": "training text: file, .gz, .jsonl, dataset, hf:NAME, docs or BEIR folder"})
+    output_dir: str = field(metadata={"help": "where the adapter, checkpoints and log go"})
+    model: str = DEFAULT_BACKBONE
+    objective: str = "single-pass"
+    template: str | None = field(default=None, metadata={"help": "default: eol-sum (single-pass), eol (two-pass)"})
+    second_template: str = field(default="sum", metadata={"help": "the positive's template for two-pass-prompts"})
+    pooling: str = field(default="rep2", metadata={"help": "pooling recorded for inference"})
+    max_text_tokens: int = 32
+    temperature: float = 0.05
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "linear"
+    max_steps: int = 1000
+    max_grad_norm: float = 1.0
+    lora_r: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated module names"})
+    quantization: str = field(default="nf4", metadata={"help": "nf4 (QLoRA) or none (plain LoRA)"})
+    dtype: str = field(
+        default="auto", metadata={"help": "compute: auto (bf16 autocast where fast), float32, bfloat16"}
+    )
+    dropout: float = field(default=0.1, metadata={"help": "attention dropout, two-pass-dropout only"})
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_every: int = 0
+    eval_data: str | None = field(default=None, metadata={"help": "SentEval folder for STS-B dev checks"})
+    select_best: bool = field(default=False, metadata={"help": "save the adapter with the best STS-B dev score"})
+    device: str = "auto"
+    text_field: str = "text"
+    max_train_texts: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("objective", self.objective, OBJECTIVES),
+            ("schedule", self.schedule, SCHEDULES),
+            ("quantization", self.quantization, QUANTIZATIONS),
+            ("dtype", self.dtype, TRAIN_DTYPES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.template is None:
+            self.template = _DEFAULT_TEMPLATES[self.objective]
+        template = get_template(self.template)
+        if self.objective == "single-pass" and not template.two_stage:
+            raise ValueError(
+                f"single-pass training needs a two-stage template (with {{rep1}}), got {self.template!r}; "
+                "use eol-sum, sth-sum or sth-also-sum"
+            )
+        if self.objective == "two-pass-prompts":
+            get_template(self.second_template)
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "lora_r",
+            "lora_alpha",
+            "max_text_tokens",
+            "save_every",
+            "log_every",
+            "keep_checkpoints",
+        ):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2: in-batch negatives need other rows")
+        for name in ("lr", "temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("lora_dropout", "dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.eval_every < 0:
+            raise ValueError("warmup_steps and eval_every must be >= 0")
+        if (self.eval_every or self.select_best) and not self.eval_data:
+            raise ValueError("eval_every/select_best need eval_data (a SentEval folder with STS-B dev)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

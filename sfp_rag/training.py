@@ -18,128 +18,36 @@ gradient average over ranks equals the single-process gradient of the global bat
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._utils import atomic_write_json, package_versions, require, resolve_device, seed_everything
-from .config import DEFAULT_BACKBONE, EncoderConfig, save_config
+from ._utils import package_versions, require, resolve_device, seed_everything
+from .checkpoints import (
+    append_log,
+    latest_checkpoint,
+    load_checkpoint,
+    promote_best,
+    save_adapter,
+    save_checkpoint,
+    truncate_log,
+)
+from .config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig, TrainConfig
 from .losses import info_nce
-from .prompts import get_template
 from .tokenization import PromptTokenizer
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
-SCHEDULES = ("linear", "cosine", "constant")
-QUANTIZATIONS = ("nf4", "none")
-TRAIN_DTYPES = ("auto", "float32", "bfloat16")
-_DEFAULT_TEMPLATES = {"single-pass": "eol-sum", "two-pass-dropout": "eol", "two-pass-prompts": "eol"}
-INFERENCE_MAX_TEXT_TOKENS = 512
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; saved with the adapter in ``sfp_config.json``."""
-
-    data: str = field(metadata={"help": "training text: file, .gz, .jsonl, dataset, hf:NAME, docs or BEIR folder"})
-    output_dir: str = field(metadata={"help": "where the adapter, checkpoints and log go"})
-    model: str = DEFAULT_BACKBONE
-    objective: str = "single-pass"
-    template: str | None = field(default=None, metadata={"help": "default: eol-sum (single-pass), eol (two-pass)"})
-    second_template: str = field(default="sum", metadata={"help": "the positive's template for two-pass-prompts"})
-    pooling: str = field(default="rep2", metadata={"help": "pooling recorded for inference"})
-    max_text_tokens: int = 32
-    temperature: float = 0.05
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    schedule: str = "linear"
-    max_steps: int = 1000
-    max_grad_norm: float = 1.0
-    lora_r: int = 64
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated module names"})
-    quantization: str = field(default="nf4", metadata={"help": "nf4 (QLoRA) or none (plain LoRA)"})
-    dtype: str = field(
-        default="auto", metadata={"help": "compute: auto (bf16 autocast where fast), float32, bfloat16"}
-    )
-    dropout: float = field(default=0.1, metadata={"help": "attention dropout, two-pass-dropout only"})
-    gradient_checkpointing: bool = False
-    seed: int = 42
-    save_every: int = 200
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    eval_every: int = 0
-    eval_data: str | None = field(default=None, metadata={"help": "SentEval folder for STS-B dev checks"})
-    select_best: bool = field(default=False, metadata={"help": "save the adapter with the best STS-B dev score"})
-    device: str = "auto"
-    text_field: str = "text"
-    max_train_texts: int | None = None
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("objective", self.objective, OBJECTIVES),
-            ("schedule", self.schedule, SCHEDULES),
-            ("quantization", self.quantization, QUANTIZATIONS),
-            ("dtype", self.dtype, TRAIN_DTYPES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.template is None:
-            self.template = _DEFAULT_TEMPLATES[self.objective]
-        template = get_template(self.template)
-        if self.objective == "single-pass" and not template.two_stage:
-            raise ValueError(
-                f"single-pass training needs a two-stage template (with {{rep1}}), got {self.template!r}; "
-                "use eol-sum, sth-sum or sth-also-sum"
-            )
-        if self.objective == "two-pass-prompts":
-            get_template(self.second_template)
-        for name in (
-            "batch_size",
-            "grad_accum",
-            "max_steps",
-            "lora_r",
-            "lora_alpha",
-            "max_text_tokens",
-            "save_every",
-            "log_every",
-            "keep_checkpoints",
-        ):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2: in-batch negatives need other rows")
-        for name in ("lr", "temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("lora_dropout", "dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.eval_every < 0:
-            raise ValueError("warmup_steps and eval_every must be >= 0")
-        if (self.eval_every or self.select_best) and not self.eval_data:
-            raise ValueError("eval_every/select_best need eval_data (a SentEval folder with STS-B dev)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -255,64 +163,6 @@ class ObjectiveStep:
         return info_nce(anchor, positive, self.config.temperature, distributed=self.distributed), tokens
 
 
-# --- checkpoints -------------------------------------------------------------------------------------------------
-
-
-def _checkpoint_dir(output: Path) -> Path:
-    return output / "checkpoints"
-
-
-def latest_checkpoint(output: str | Path) -> Path | None:
-    found = sorted(_checkpoint_dir(Path(output)).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    complete = [p for p in found if (p / "state.json").exists()]
-    return complete[-1] if complete else None
-
-
-def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any], keep: int) -> Path:
-    """Write ``checkpoints/step-N`` atomically (temporary folder, then rename); keep the newest ``keep``."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    root = _checkpoint_dir(output)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, str(tmp / "adapter.safetensors"))
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
-        tmp / "trainer.pt",
-    )
-    atomic_write_json(tmp / "state.json", {"step": step, **extra})  # written last: marks the folder complete
-    final = root / f"step-{step}"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    old = sorted((p for p in root.glob("step-*")), key=lambda p: int(p.name.split("-")[1]))[:-keep]
-    for p in old:
-        shutil.rmtree(p, ignore_errors=True)
-    return final
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
-    state = torch.load(path / "trainer.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return json.loads((path / "state.json").read_text())
-
-
 # --- the loop ----------------------------------------------------------------------------------------------------
 
 
@@ -371,7 +221,7 @@ def train(
             raise FileNotFoundError(f"--resume: no complete checkpoint in {output / 'checkpoints'}")
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         start, best = state["step"], state.get("best_dev")
-        _truncate_log(log_path, start)
+        truncate_log(log_path, start)
         logger.info("resuming from %s (step %d)", ckpt, start)
     elif rank == 0:
         log_path.unlink(missing_ok=True)
@@ -425,7 +275,7 @@ def train(
             callback(step, step_value)
         if rank == 0 and (step % config.log_every == 0 or step == config.max_steps):
             now = time.perf_counter()
-            _append_log(
+            append_log(
                 log_path,
                 {
                     "step": step,
@@ -440,10 +290,10 @@ def train(
         if config.eval_every and step % config.eval_every == 0:
             dev = _dev_score(sfp, tokenizer, config, device)
             if rank == 0:
-                _append_log(log_path, {"step": step, "stsb_dev": round(dev, 4)})
+                append_log(log_path, {"step": step, "stsb_dev": round(dev, 4)})
                 if config.select_best and (best is None or dev > best):
                     best = dev
-                    _save_adapter(model, output / "best", config, extra={"step": step, "stsb_dev": dev})
+                    _save_adapter(model, output / "best", config, {"step": step, "stsb_dev": dev})
         if rank == 0 and (step % config.save_every == 0 or step == config.max_steps):
             save_checkpoint(
                 output,
@@ -471,9 +321,9 @@ def train(
             "versions": package_versions("sfp-rag", "torch", "transformers", "peft", "bitsandbytes"),
         }
         if config.select_best and (output / "best").exists():
-            _promote_best(output, config, summary)
+            promote_best(output, summary)
         else:
-            _save_adapter(model, output, config, extra=summary)
+            _save_adapter(model, output, config, summary)
     if dist:
         dist.barrier()
     return TrainResult(str(output), config.max_steps, last, seconds, best)
@@ -522,6 +372,10 @@ def _dev_score(sfp, tokenizer, config: TrainConfig, device: str) -> float:
     return score
 
 
+def _save_adapter(model, directory: Path, config: TrainConfig, extra: dict[str, Any]) -> None:
+    save_adapter(model, directory, _inference_config(config, adapter=None), {**config.to_dict(), **extra})
+
+
 def _inference_config(config: TrainConfig, adapter: str | None) -> EncoderConfig:
     return EncoderConfig(
         model=config.model,
@@ -530,42 +384,6 @@ def _inference_config(config: TrainConfig, adapter: str | None) -> EncoderConfig
         pooling=config.pooling,
         max_text_tokens=INFERENCE_MAX_TEXT_TOKENS,
     )
-
-
-def _save_adapter(model, directory: Path, config: TrainConfig, extra: dict[str, Any]) -> None:
-    """The PEFT adapter plus ``sfp_config.json``; files are written to a temporary folder and moved in."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's placeholder model card; ours is written separately
-    save_config(tmp, _inference_config(config, adapter=None), training={**config.to_dict(), **extra})
-    for f in tmp.iterdir():
-        os.replace(f, directory / f.name)
-    tmp.rmdir()
-
-
-def _promote_best(output: Path, config: TrainConfig, summary: dict[str, Any]) -> None:
-    best = output / "best"
-    data = json.loads((best / "sfp_config.json").read_text())
-    data["training"].update({**summary, "selected": "best STS-B dev"})
-    atomic_write_json(best / "sfp_config.json", data)
-    for f in best.iterdir():
-        os.replace(f, output / f.name)
-    best.rmdir()
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after ``step`` (by the interrupted run) so the resumed log has no duplicates."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 def _average_gradients(params: list[torch.nn.Parameter], dist, world: int) -> None:
@@ -596,8 +414,3 @@ def _rank_device(device: str, dist) -> str:
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return resolved
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``train_log.jsonl``."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

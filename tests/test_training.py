@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from sfp_rag.checkpoints import latest_checkpoint, read_log
 from sfp_rag.losses import info_nce
 from sfp_rag.modeling import SFPModel
 from sfp_rag.tokenization import PromptTokenizer
 from sfp_rag.train_data import TrainingDataError, load_texts
-from sfp_rag.training import BatchOrder, TrainConfig, TrainingDiverged, latest_checkpoint, read_log, train
+from sfp_rag.training import BatchOrder, TrainConfig, TrainingDiverged, train
 
 SENTENCES = [
     f"sentence {i} tells of {w} and {v}."

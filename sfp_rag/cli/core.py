@@ -1,0 +1,160 @@
+"""The ``sfp-rag`` group, logging set-up and the options and helpers the commands share.
+
+User errors (bad paths, missing models, malformed data) become ``click.ClickException`` (exit 1) with the library's
+message; logging is configured here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+
+logger = logging.getLogger("sfp_rag")
+
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, TypeError, PermissionError)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:  # transformers is chatty: its loggers and weight-loading bars stay quiet unless -vv
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        if "transformers" in sys.modules:  # imported already (e.g. when the CLI runs in-process)
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def fail(err: Exception) -> click.ClickException:
+    return click.ClickException(str(err))
+
+
+def encoder_options(f):
+    """Options shared by every command that embeds text."""
+    opts = [
+        click.option(
+            "--model",
+            "-m",
+            envvar="SFP_RAG_MODEL",
+            default=None,
+            help="Built-in model name, .gguf file, model dir, hub id, or trained adapter dir "
+            "[env SFP_RAG_MODEL; default: the shipped default].",
+        ),
+        click.option("--adapter", default=None, help="A LoRA adapter directory written by `sfp-rag train`."),
+        click.option(
+            "--template", "-t", default=None, help="Preset name (eol-sum, sth-sum, eol, ...) or template string."
+        ),
+        click.option(
+            "--pooling",
+            type=click.Choice(["rep2", "rep1", "mean", "concat"]),
+            default=None,
+            help="Which representation is the embedding [default: rep2].",
+        ),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto]."),
+        click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto]."),
+        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_encoder(model, adapter, template, pooling, device, dtype, base: dict | None = None):
+    """An encoder from the CLI options; ``base`` (a recorded encoder config) fills what the options leave out."""
+    from ..encoder import SFPEncoder
+
+    options = {"adapter": adapter, "template": template, "pooling": pooling, "device": device, "dtype": dtype}
+    overrides = {k: v for k, v in options.items() if v is not None}
+    try:
+        if base is not None and model is None:
+            settings = {**base, **overrides}
+            return SFPEncoder.from_pretrained(settings.pop("model"), **settings)
+        return SFPEncoder.from_pretrained(model, **overrides)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+
+
+# --- the group ------------------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sfp-rag")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """CSE-SFP sentence embeddings for retrieval: index documents, query them, train and evaluate embedders.
+
+    \b
+    Examples:
+      sfp-rag index ./docs --name docs
+      sfp-rag query "how do I reset my password?" --index docs
+      sfp-rag eval sts --data ../shared/data/senteval
+      sfp-rag models
+    """
+    _setup_logging(verbose, quiet)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """List the built-in offline backbones and whether they are installed."""
+    from ..backbones import describe_models
+
+    rows = describe_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        state = ("installed" + (", converted" if r["cached"] else "")) if r["installed"] else "not installed"
+        click.echo(f"{r['name']:<14} {state:<22} {r['description']} [{r['license']}]")
+        if not r["installed"]:
+            click.echo(f"{'':<14} install: {r['install']}")
+
+
+# --- options shared by several commands ---------------------------------------------------------------------
+
+
+def senteval_option(f):
+    return click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("../shared/data/senteval"),
+        show_default=True,
+        help="SentEval data folder.",
+    )(f)
+
+
+def result_options(f):
+    """--output (JSON file) and --label (the model's name in tables and reports)."""
+    f = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the results as JSON here.",
+    )(f)
+    return click.option("--label", default=None, help="Name of the model in tables [default: from the model].")(f)
+
+
+def write_result(result: dict, output: Path | None) -> None:
+    if output:
+        from .._utils import atomic_write_json
+
+        atomic_write_json(output, result)
+        click.echo(f"wrote {output}", err=True)
+
+
+def model_label(encoder) -> str:
+    c = encoder.config
+    if c.adapter:
+        return Path(c.adapter).name
+    return f"{Path(c.model).name} {encoder.prompts.template.name}"

@@ -1,0 +1,184 @@
+"""``sfp-rag eval sts|beir|space`` and ``sfp-rag report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .core import (
+    USER_ERRORS,
+    build_encoder,
+    encoder_options,
+    fail,
+    main,
+    model_label,
+    result_options,
+    senteval_option,
+    write_result,
+)
+
+BASELINE_TEMPLATES = ("eol", "eol-sum", "sth-sum")
+
+
+@main.group(name="eval")
+def eval_group() -> None:
+    """Evaluate an embedder: STS, BEIR retrieval, semantic-space metrics."""
+
+
+@eval_group.command("sts")
+@encoder_options
+@senteval_option
+@click.option(
+    "--tasks",
+    default=None,
+    help="Comma-separated tasks [default: STS12-16, STSBenchmark, SICKRelatedness]; "
+    "STSBenchmark-dev / SICKRelatedness-dev for model selection.",
+)
+@result_options
+def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, output, label) -> None:
+    """Spearman x100 on STS12-16 (pooled subsets), STS-B and SICK-R, as SimCSE/PromptEOL/CSE-SFP report."""
+    from ..evaluation.sts import STS_TASKS, evaluate_sts, format_table
+
+    task_list = tuple(t.strip() for t in tasks.split(",")) if tasks else STS_TASKS
+    if not data_dir.is_dir():
+        raise click.ClickException(f"STS data folder {data_dir} does not exist; pass --data …/shared/data/senteval")
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    try:
+        result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    result.update({"kind": "sts", "label": label or model_label(encoder), "encoder": encoder.identity()})
+    click.echo(format_table({result["label"]: result["scores"]}))
+    write_result(result, output)
+
+
+@eval_group.command("beir")
+@encoder_options
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="BEIR dataset folder (corpus.jsonl[.gz], queries.jsonl, qrels/).",
+)
+@click.option("--split", default="test", show_default=True)
+@click.option(
+    "--baselines",
+    default="bm25",
+    show_default=True,
+    help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
+)
+@click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (reciprocal-rank fusion).")
+@click.option("--chunk-size", type=click.IntRange(min=16), default=256, show_default=True)
+@click.option("--chunk-overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@result_options
+def eval_beir(
+    model,
+    adapter,
+    template,
+    pooling,
+    device,
+    dtype,
+    batch_size,
+    data_dir,
+    split,
+    baselines,
+    hybrid,
+    chunk_size,
+    chunk_overlap,
+    output,
+    label,
+) -> None:
+    """nDCG@10, Recall@100, MAP@100, MRR@10 on a BEIR dataset, through the same chunking and FAISS path as `index`."""
+    from ..encoder import resolve_config
+    from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
+
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    systems: dict = {label or model_label(encoder): encoder}
+    options = {k: v for k, v in {"adapter": adapter, "template": template}.items() if v is not None}
+    backbone = resolve_config(model, **options).model
+    for name in [b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]:
+        systems.update(_baseline(name, backbone, device, dtype, encoder.device))
+    main_label = next(iter(systems))
+    try:
+        result = evaluate_beir(
+            data_dir,
+            systems,
+            split=split,
+            hybrid=[main_label] if hybrid else None,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            batch_size=batch_size,
+        )
+    except (BeirDataError, *USER_ERRORS) as err:
+        raise fail(err) from err
+    result.update({"label": main_label, "encoder": encoder.identity()})
+    click.echo(f"{result['dataset']} ({split}, {result['queries']} queries, {result['documents']} documents)")
+    click.echo(format_beir_table(result["scores"]))
+    write_result(result, output)
+
+
+def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> dict:
+    """label -> system (built lazily, so only one model is in memory at a time)."""
+    from ..encoder import SFPEncoder
+    from ..peers import MINILM_INSTALL, MeanPoolEncoder, minilm_dir
+
+    if name == "bm25":
+        return {"BM25": "bm25"}
+    if name in BASELINE_TEMPLATES:
+        label = f"{Path(backbone).name} {name} (untrained)"
+        return {
+            label: lambda: SFPEncoder.from_pretrained(
+                backbone, template=name, device=device or "auto", dtype=dtype or "auto"
+            )
+        }
+    if name == "minilm":
+        if minilm_dir() is None:
+            click.echo(f"all-MiniLM-L6-v2 is not installed ({MINILM_INSTALL}); skipped", err=True)
+            return {}
+        return {"all-MiniLM-L6-v2": lambda: MeanPoolEncoder.minilm(device=encoder_device)}
+    raise click.BadParameter(
+        f"unknown baseline {name!r}; use bm25, {', '.join(BASELINE_TEMPLATES)}, minilm or none",
+        param_hint="--baselines",
+    )
+
+
+@eval_group.command("space")
+@encoder_options
+@senteval_option
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
+@result_options
+def eval_space(model, adapter, template, pooling, device, dtype, batch_size, data_dir, split, output, label) -> None:
+    """Alignment and uniformity (Wang & Isola) on STS-B, and ratio = -uniformity / alignment (higher is better)."""
+    from ..evaluation.space import evaluate_space
+
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    try:
+        result = evaluate_space(encoder, data_dir, split=split, batch_size=batch_size)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    result.update({"label": label or model_label(encoder), "encoder": encoder.identity()})
+    click.echo(
+        f"{result['label']}: alignment {result['alignment']:.4f}  uniformity {result['uniformity']:.4f}  "
+        f"ratio {result['ratio']:.3f}  ({result['positive_pairs']} positive pairs, {result['sentences']} "
+        f"sentences, STS-B {split})"
+    )
+    write_result(result, output)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True
+)
+@click.option("--title", default="sfp_rag report", show_default=True)
+def report(results, out, title) -> None:
+    """Build a markdown report with plots from result JSON files (or folders) and train_log.jsonl files."""
+    from ..report import build_report
+
+    try:
+        path = build_report(list(results), out, title=title)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    click.echo(f"wrote {path}")

@@ -1,0 +1,111 @@
+"""``sfp-rag train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .core import USER_ERRORS, fail, main
+
+
+@main.command()
+@click.option(
+    "--data",
+    "-d",
+    default=None,
+    help="Training text: .txt/.gz (a sentence per line), .jsonl, a datasets folder, hf:NAME, or a folder.",
+)
+@click.option(
+    "--corpus",
+    default=None,
+    help="Domain adaptation: a BEIR folder or a docs folder, split into sentences (instead of --data).",
+)
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Adapter output folder.")
+@click.option(
+    "--model",
+    "-m",
+    envvar="SFP_RAG_BACKBONE",
+    default="gemma3-270m",
+    show_default=True,
+    help="Backbone to train (built-in name, .gguf, model dir or hub id).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["single-pass", "two-pass-dropout", "two-pass-prompts"]),
+    default="single-pass",
+    show_default=True,
+)
+@click.option("--template", "-t", default=None, help="Prompt [default: eol-sum, or eol for two-pass objectives].")
+@click.option("--second-template", default="sum", show_default=True, help="The positive's prompt (two-pass-prompts).")
+@click.option(
+    "--pooling",
+    type=click.Choice(["rep2", "rep1", "mean", "concat"]),
+    default="rep2",
+    show_default=True,
+    help="Pooling recorded for inference.",
+)
+@click.option("--steps", "max_steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", "-b", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine", "constant"]), default="linear", show_default=True)
+@click.option("--max-text-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--temperature", type=float, default=0.05, show_default=True)
+@click.option("--lora-r", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lora-alpha", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
+@click.option("--lora-target", default="all-linear", show_default=True)
+@click.option(
+    "--quantization",
+    type=click.Choice(["nf4", "none"]),
+    default="nf4",
+    show_default=True,
+    help="nf4: QLoRA (falls back to LoRA with a warning where NF4 cannot train).",
+)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@click.option("--dropout", type=float, default=0.1, show_default=True, help="Attention dropout (two-pass-dropout).")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Score STS-B dev every N steps (needs --eval-data).",
+)
+@click.option("--eval-data", default=None, help="SentEval folder, for --eval-every / --select-best.")
+@click.option("--select-best", is_flag=True, help="Keep the adapter with the best STS-B dev score.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--text-field", default="text", show_default=True, help="JSONL/dataset field holding the text.")
+@click.option("--max-train-texts", type=click.IntRange(min=2), default=None, help="Use only the first N texts.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
+def train(data, corpus, output, resume, **options) -> None:
+    """Train an SFP embedder (QLoRA adapter) without labels; the result loads with --model OUTPUT.
+
+    \b
+    Examples:
+      sfp-rag train --data ../shared/data/unsup_sentences.txt.gz -o runs/sfp --steps 2000
+      sfp-rag train --corpus ../shared/data/beir/scifact -o runs/scifact-adapted --steps 300
+      sfp-rag train --data sentences.txt -o runs/sfp --resume
+    """
+    from ..train_data import TrainingDataError
+    from ..training import TrainConfig, TrainingDiverged
+    from ..training import train as run_training
+
+    if bool(data) == bool(corpus):
+        raise click.UsageError("give exactly one of --data and --corpus")
+    try:
+        config = TrainConfig(data=str(data or corpus), output_dir=str(output), **options)
+        result = run_training(config, resume=resume)
+    except (TrainingDataError, TrainingDiverged, FileExistsError, *USER_ERRORS) as err:
+        raise fail(err) from err
+    best = f", best STS-B dev {result.best_dev:.2f}" if result.best_dev is not None else ""
+    click.echo(
+        f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.final_loss:.4f}{best}); "
+        f"adapter in {result.output_dir}"
+    )
+    click.echo(f"use it with: sfp-rag index DOCS --model {result.output_dir}")
