@@ -133,6 +133,18 @@ def senteval_option(f):
     )(f)
 
 
+def chunking_options(f):
+    """--chunk-size and --chunk-overlap, in tokens of the model's tokenizer (index and BEIR evaluation alike)."""
+    f = click.option("--chunk-overlap", type=click.IntRange(min=0), default=32, show_default=True)(f)
+    return click.option(
+        "--chunk-size",
+        type=click.IntRange(min=16),
+        default=256,
+        show_default=True,
+        help="Chunk length in tokens of the model's tokenizer.",
+    )(f)
+
+
 def result_options(f):
     """--output (JSON file) and --label (the model's name in tables and reports)."""
     f = click.option(

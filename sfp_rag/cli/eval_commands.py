@@ -9,6 +9,7 @@ import click
 from .core import (
     USER_ERRORS,
     build_encoder,
+    chunking_options,
     encoder_options,
     fail,
     main,
@@ -70,8 +71,7 @@ def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_
     help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
 )
 @click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (reciprocal-rank fusion).")
-@click.option("--chunk-size", type=click.IntRange(min=16), default=256, show_default=True)
-@click.option("--chunk-overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@chunking_options
 @result_options
 def eval_beir(
     model,

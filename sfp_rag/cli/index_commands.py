@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .core import USER_ERRORS, build_encoder, encoder_options, fail, main
+from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options, fail, main
 
 
 @main.command()
@@ -17,14 +17,7 @@ from .core import USER_ERRORS, build_encoder, encoder_options, fail, main
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the index to this folder instead.")
 @encoder_options
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=16),
-    default=256,
-    show_default=True,
-    help="Chunk length in tokens of the model's tokenizer.",
-)
-@click.option("--chunk-overlap", type=click.IntRange(min=0), default=32, show_default=True)
+@chunking_options
 @click.option(
     "--index-type",
     default="Flat",
