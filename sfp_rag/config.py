@@ -23,6 +23,14 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "sfp_config.json"
 DEFAULT_BACKBONE = "gemma3-270m"
 DEFAULT_TEMPLATE = "eol-sum"
+# The shipped default embedder: a CSE-SFP adapter for DEFAULT_BACKBONE (see its MODEL_CARD.md).
+DEFAULT_MODEL_NAME = "sfp-gemma3-270m"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
+def default_model_dir() -> Path | None:
+    """The packaged default adapter folder, or None if this install has none (then the bare backbone is used)."""
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / CONFIG_NAME).exists() else None
 
 
 def _check_keys(cls, data: dict[str, Any], where: str) -> None:
@@ -156,8 +164,18 @@ class TrainConfig:
     device: str = "auto"
     text_field: str = "text"
     max_train_texts: int | None = None
+    init_adapter: str | None = field(
+        default=None, metadata={"help": "continue training this adapter (its rank is kept)"}
+    )
 
     def __post_init__(self) -> None:
+        trained = Path(self.model).expanduser()
+        if (trained / CONFIG_NAME).exists():  # a trained adapter: train it further on its own backbone and prompt
+            recorded = load_encoder_config(trained)
+            self.init_adapter = self.init_adapter or str(trained.resolve())
+            self.model = recorded.model
+            self.template = self.template or recorded.template
+            self.pooling = recorded.pooling
         for name, value, allowed in (
             ("objective", self.objective, OBJECTIVES),
             ("schedule", self.schedule, SCHEDULES),

@@ -24,7 +24,14 @@ from torch import nn
 
 from ._utils import require, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
-from .config import CONFIG_NAME, EncoderConfig, load_encoder_config, save_config
+from .config import (
+    CONFIG_NAME,
+    DEFAULT_MODEL_NAME,
+    EncoderConfig,
+    default_model_dir,
+    load_encoder_config,
+    save_config,
+)
 from .modeling import SFPModel
 from .pooling import check_pooling, pool, pooled_dim
 from .tokenization import PromptTokenizer, check_texts
@@ -187,7 +194,7 @@ class SFPEncoder:
         c = self.config
         return {
             "model": c.model,
-            "adapter": c.adapter,
+            "adapter": Path(c.adapter).name if c.adapter else None,  # the digest identifies it; paths vary by machine
             "adapter_sha256": _adapter_digest(c.adapter),
             "template": self.prompts.template.template,
             "pooling": c.pooling,
@@ -220,10 +227,16 @@ class SFPEncoder:
 
 def resolve_config(model: str | Path | None = None, **overrides: Any) -> EncoderConfig:
     """The ``EncoderConfig`` that ``from_pretrained(model, **overrides)`` builds from."""
-    if model is not None and Path(model).is_dir() and (Path(model) / CONFIG_NAME).exists():
+    if model is None or model == DEFAULT_MODEL_NAME:
+        shipped = default_model_dir()
+        if shipped is not None:
+            return load_encoder_config(shipped).replace(**overrides)
+        if model == DEFAULT_MODEL_NAME:
+            raise FileNotFoundError(f"this install has no {DEFAULT_MODEL_NAME} adapter (reinstall sfp-rag)")
+        return EncoderConfig(**overrides)
+    if Path(model).is_dir() and (Path(model) / CONFIG_NAME).exists():
         return load_encoder_config(Path(model)).replace(**overrides)
-    if model is not None:
-        overrides["model"] = _canonical_model(str(model))
+    overrides["model"] = _canonical_model(str(model))
     return EncoderConfig(**overrides)
 
 

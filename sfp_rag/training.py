@@ -114,7 +114,12 @@ def build_peft_model(config: TrainConfig, device: str, quantization: str):
         bias="none",
         task_type=TaskType.FEATURE_EXTRACTION,
     )
-    model = get_peft_model(model, lora)
+    if config.init_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -140,3 +140,54 @@ def test_atomic_writes_use_normal_permissions(tmp_path):
     os.umask(mask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_default_model_is_the_packaged_adapter(tmp_path, tiny_model_dir, monkeypatch):
+    import json
+
+    import sfp_rag.config as config_module
+    from sfp_rag.training import TrainConfig, train
+    from tests.test_training import SENTENCES
+
+    data = tmp_path / "s.txt"
+    data.write_text("\n".join(SENTENCES))
+    train(
+        TrainConfig(
+            data=str(data),
+            output_dir=str(tmp_path / "adapter"),
+            model=str(tiny_model_dir),
+            quantization="none",
+            batch_size=8,
+            max_steps=3,
+            lr=1e-3,
+            warmup_steps=0,
+            device="cpu",
+            dtype="float32",
+        ),
+        show_progress=False,
+    )
+    monkeypatch.setattr(config_module, "DEFAULT_MODEL_DIR", tmp_path / "adapter")
+    default = SFPEncoder.from_pretrained(device="cpu", dtype="float32")
+    assert default.config.adapter == str(tmp_path / "adapter")
+    bare = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    texts = ["a cat sits", "stocks fell"]
+    assert not np.allclose(default.encode(texts), bare.encode(texts), atol=1e-4)
+    named = SFPEncoder.from_pretrained("sfp-gemma3-270m", device="cpu", dtype="float32")
+    assert named.fingerprint() == default.fingerprint()
+    identity = default.identity()
+    assert identity["adapter"] == "adapter" and len(identity["adapter_sha256"]) == 16
+    assert json.loads((tmp_path / "adapter" / "sfp_config.json").read_text())["encoder"]["template"] == "eol-sum"
+
+
+def test_packaged_default_model_files():
+    import json
+
+    from sfp_rag.config import CONFIG_NAME, DEFAULT_MODEL_DIR, default_model_dir
+
+    if default_model_dir() is None:
+        pytest.skip("this checkout has no packaged default adapter yet")
+    config = json.loads((DEFAULT_MODEL_DIR / CONFIG_NAME).read_text())
+    assert config["encoder"]["model"] == "gemma3-270m" and config["encoder"]["adapter"] is None
+    weights = DEFAULT_MODEL_DIR / "adapter_model.safetensors"
+    assert weights.exists() and weights.stat().st_size < 21 * 2**20  # the repository grows by ~20 MB at most
+    assert (DEFAULT_MODEL_DIR / "adapter_config.json").exists() and (DEFAULT_MODEL_DIR / "MODEL_CARD.md").exists()

@@ -338,3 +338,23 @@ def test_qlora_step_on_gpu(tiny_model_dir, data_file, tmp_path):
     )
     saved = json.loads((tmp_path / "gpu" / "sfp_config.json").read_text())
     assert saved["training"]["quantization"] == "nf4" and np.isfinite(result.final_loss)
+
+
+def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tmp_path):
+    first = tmp_path / "first"
+    train(_config(tiny_model_dir, data_file, first, max_steps=4, save_every=10), show_progress=False)
+    config = _config(tiny_model_dir, data_file, tmp_path / "second", max_steps=2, save_every=10)
+    config = TrainConfig(**{**config.to_dict(), "model": str(first), "template": None})
+    assert config.init_adapter == str(first.resolve()) and config.model == str(tiny_model_dir.resolve())
+    assert config.template == "eol-sum"  # taken from the adapter's config
+    losses = []
+    train(config, callback=lambda s, loss: losses.append(loss), show_progress=False)
+    fresh = []
+    train(
+        _config(tiny_model_dir, data_file, tmp_path / "fresh", max_steps=1, save_every=10),
+        callback=lambda s, loss: fresh.append(loss),
+        show_progress=False,
+    )
+    assert losses[0] < fresh[0]  # it starts from the trained weights, not from zero
+    saved = json.loads((tmp_path / "second" / "sfp_config.json").read_text())
+    assert saved["encoder"]["model"] == str(tiny_model_dir.resolve())

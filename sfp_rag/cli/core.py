@@ -105,18 +105,34 @@ def main(verbose: int, quiet: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
-    """List the built-in offline backbones and whether they are installed."""
+    """List the shipped default embedder and the built-in offline backbones, and whether they are installed."""
     from ..backbones import describe_models
+    from ..config import DEFAULT_MODEL_NAME, default_model_dir, load_encoder_config
 
     rows = describe_models()
+    shipped = default_model_dir()
+    if shipped is not None:
+        base = load_encoder_config(shipped).model
+        rows.insert(
+            0,
+            {
+                "name": DEFAULT_MODEL_NAME,
+                "installed": True,
+                "cached": None,
+                "default": True,
+                "description": f"CSE-SFP adapter on {base} (the default; see {shipped / 'MODEL_CARD.md'})",
+                "license": "Apache-2.0 adapter; the backbone's terms apply",
+                "install": "ships with sfp-rag",
+            },
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
         state = ("installed" + (", converted" if r["cached"] else "")) if r["installed"] else "not installed"
-        click.echo(f"{r['name']:<14} {state:<22} {r['description']} [{r['license']}]")
+        click.echo(f"{r['name']:<16} {state:<22} {r['description']} [{r['license']}]")
         if not r["installed"]:
-            click.echo(f"{'':<14} install: {r['install']}")
+            click.echo(f"{'':<16} install: {r['install']}")
 
 
 # --- options shared by several commands ---------------------------------------------------------------------
