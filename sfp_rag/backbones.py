@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,21 +176,29 @@ def converted_gguf_dir(gguf: Path, key: str | None = None) -> Path:
     return target
 
 
+def save_weights(model, target: Path, source: dict[str, Any], extra: Callable[[Path], None] | None = None) -> None:
+    """Write ``model`` (a transformers backbone) as config.json + model.safetensors into ``target``, atomically;
+    ``sfp_source.json`` (written last) records where the weights came from and marks the folder complete."""
+    from safetensors.torch import save_file
+
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)  # the cache holds plain weights
+    with atomic_directory(target) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if extra is not None:
+            extra(tmp)
+        atomic_write_json(tmp / "sfp_source.json", source)
+
+
 def _convert(gguf: Path, target: Path) -> None:
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)  # the cache holds plain fp32 weights
-    with atomic_directory(target) as tmp:
-        tokenizer.save_pretrained(tmp)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        atomic_write_json(tmp / "sfp_source.json", {"gguf": str(gguf), "size": gguf.stat().st_size})
+    save_weights(model, target, {"gguf": str(gguf), "size": gguf.stat().st_size}, extra=tokenizer.save_pretrained)
 
 
 # --- loading ------------------------------------------------------------------------------------------------
@@ -259,6 +268,7 @@ def load_backbone(
     load_in_4bit: bool = False,
     attn_implementation: str = "sdpa",
     fast_tokenizer: bool = False,
+    weights_from: str | Path | None = None,
 ):
     """Load the backbone (no LM head) and its tokenizer.
 
@@ -270,6 +280,8 @@ def load_backbone(
         attn_implementation: passed to transformers ("sdpa", "eager", ...).
         fast_tokenizer: return a ``RustTokenizer`` (quick to load; enough for encoding) instead of the transformers
             tokenizer, where the model folder has a ``tokenizer.json``.
+        weights_from: load the weights from this transformers folder instead (e.g. a cached merge of an adapter);
+            the tokenizer still comes from ``name_or_path``.
 
     Returns:
         ``(model, tokenizer)`` with the model in eval mode on ``device``.
@@ -283,7 +295,7 @@ def load_backbone(
         kwargs["quantization_config"] = nf4_config(dtype or torch.float32)
         kwargs["device_map"] = {"": device}
     try:
-        model = AutoModel.from_pretrained(model_dir, **kwargs)
+        model = AutoModel.from_pretrained(weights_from or model_dir, **kwargs)
     except OSError as err:
         raise _load_error(name_or_path, err) from err
     if not load_in_4bit:

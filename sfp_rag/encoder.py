@@ -108,19 +108,20 @@ class SFPEncoder:
         config = resolve_config(model, **overrides)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
-        merge = config.adapter and not config.load_in_4bit
-        load_dtype = torch.float32 if merge else dtype  # merge the adapter in fp32, then cast
+        merge = bool(config.adapter) and not config.load_in_4bit
+        weights = merged_weights(config, dtype) if merge and dtype != torch.float32 else None
         backbone, tokenizer = load_backbone(
             config.model,
             device=device,
-            dtype=load_dtype,
+            dtype=dtype if weights or not merge else torch.float32,  # a merge is done in fp32, then cast
             load_in_4bit=config.load_in_4bit,
             fast_tokenizer=fast_tokenizer,
+            weights_from=weights,
         )
-        if config.adapter:
-            backbone = attach_adapter(backbone, config.adapter, merge=not config.load_in_4bit)
-        if merge and dtype != torch.float32:
-            backbone = backbone.to(dtype)
+        if config.adapter and weights is None:
+            backbone = attach_adapter(backbone, config.adapter, merge=merge)
+            if merge and dtype != torch.float32:
+                backbone = backbone.to(dtype)
         logger.debug("loaded %s (adapter=%s) on %s as %s", config.model, config.adapter, device, dtype)
         return cls(backbone, tokenizer, config, device=device)
 
@@ -257,6 +258,29 @@ def attach_adapter(backbone: nn.Module, adapter: str | Path, merge: bool = True)
         raise FileNotFoundError(f"adapter {path} has no adapter_config.json; pass the directory `sfp-rag train` wrote")
     model = PeftModel.from_pretrained(backbone, str(path))
     return model.merge_and_unload() if merge else model
+
+
+def merged_weights(config: EncoderConfig, dtype) -> Path:
+    """A cached copy of the backbone with ``config.adapter`` merged in, in ``dtype``: later loads read it directly
+    (0.2 s for Gemma-3-270M in bf16) instead of loading fp32 weights, merging and casting (about 1.5 s)."""
+    import torch
+    from filelock import FileLock
+
+    from ._utils import cache_dir
+    from .backbones import resolve_model_dir, save_weights
+
+    dtype_name = str(dtype).replace("torch.", "")
+    key = f"{Path(resolve_model_dir(config.model)).name}-{_adapter_digest(config.adapter)}-{dtype_name}"
+    target = cache_dir() / "merged" / key
+    if (target / "sfp_source.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "sfp_source.json").exists():
+            backbone, _ = load_backbone(config.model, device="cpu", dtype=torch.float32)
+            backbone = attach_adapter(backbone, config.adapter, merge=True).to(dtype)
+            save_weights(backbone, target, {"model": config.model, "adapter": config.adapter, "dtype": dtype_name})
+    return target
 
 
 def _adapter_digest(adapter: str | None) -> str | None:

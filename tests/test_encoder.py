@@ -191,3 +191,35 @@ def test_packaged_default_model_files():
     weights = DEFAULT_MODEL_DIR / "adapter_model.safetensors"
     assert weights.exists() and weights.stat().st_size < 21 * 2**20  # the repository grows by ~20 MB at most
     assert (DEFAULT_MODEL_DIR / "adapter_config.json").exists() and (DEFAULT_MODEL_DIR / "MODEL_CARD.md").exists()
+
+
+def test_bf16_adapter_loads_through_a_merged_cache(tmp_path, tiny_model_dir, monkeypatch):
+    from sfp_rag.training import TrainConfig, train
+    from tests.test_training import SENTENCES
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "s.txt"
+    data.write_text("\n".join(SENTENCES))
+    train(
+        TrainConfig(
+            data=str(data),
+            output_dir=str(tmp_path / "adapter"),
+            model=str(tiny_model_dir),
+            quantization="none",
+            batch_size=8,
+            max_steps=3,
+            lr=1e-3,
+            warmup_steps=0,
+            device="cpu",
+            dtype="float32",
+        ),
+        show_progress=False,
+    )
+    texts = ["a cat sits", "stocks fell", "how do I reset my password?"]
+    reference = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="float32").encode(texts)
+    fast = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="bfloat16")
+    assert len(list((tmp_path / "cache" / "merged").glob("*/sfp_source.json"))) == 1
+    assert next(fast.model.parameters()).dtype.is_floating_point
+    again = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="bfloat16")  # from the cache
+    for enc in (fast, again):
+        assert np.sum(enc.encode(texts) * reference, axis=1).min() >= 0.99
