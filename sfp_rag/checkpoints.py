@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ._utils import atomic_write_json
-from .config import EncoderConfig, save_config
+from .config import CONFIG_NAME, EncoderConfig, save_config
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
 
@@ -122,3 +122,29 @@ def truncate_log(path: Path, step: int) -> None:
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``train_log.jsonl``."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# --- shipping -------------------------------------------------------------------------------------------------------
+
+
+def export_adapter(source: str | Path, target: str | Path, dtype: str = "float16") -> Path:
+    """Copy a trained adapter folder (weights cast to ``dtype``, configs as they are) for shipping.
+
+    fp16 halves the size; the weights are merged into the backbone in fp32 at load time, and the cast changes the
+    embeddings by less than bf16 inference does (checked by ``tests/test_training.py``).
+    """
+    from safetensors.torch import load_file, save_file
+
+    source, target = Path(source), Path(target)
+    weights = source / "adapter_model.safetensors"
+    if not weights.exists() or not (source / CONFIG_NAME).exists():
+        raise FileNotFoundError(f"{source} is not a trained adapter folder (adapter_model.safetensors, {CONFIG_NAME})")
+    target.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(str(weights)).items()}
+    save_file(state, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+    shutil.copyfile(source / "adapter_config.json", target / "adapter_config.json")
+    data = json.loads((source / CONFIG_NAME).read_text())
+    data["encoder"]["adapter"] = None  # the folder itself is the adapter
+    data.setdefault("training", {})["exported"] = {"from": str(source), "dtype": dtype}
+    atomic_write_json(target / CONFIG_NAME, data)
+    return target

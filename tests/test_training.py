@@ -358,3 +358,19 @@ def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tm
     assert losses[0] < fresh[0]  # it starts from the trained weights, not from zero
     saved = json.loads((tmp_path / "second" / "sfp_config.json").read_text())
     assert saved["encoder"]["model"] == str(tiny_model_dir.resolve())
+
+
+def test_export_adapter_in_fp16_keeps_the_embeddings(tiny_model_dir, data_file, tmp_path):
+    from sfp_rag.checkpoints import export_adapter
+    from sfp_rag.encoder import SFPEncoder
+
+    train(_config(tiny_model_dir, data_file, tmp_path / "out", max_steps=3), show_progress=False)
+    exported = export_adapter(tmp_path / "out", tmp_path / "shipped")
+    size = (exported / "adapter_model.safetensors").stat().st_size
+    assert size < 0.6 * (tmp_path / "out" / "adapter_model.safetensors").stat().st_size
+    texts = SENTENCES[:4]
+    a = SFPEncoder.from_pretrained(str(tmp_path / "out"), device="cpu", dtype="float32").encode(texts)
+    b = SFPEncoder.from_pretrained(str(exported), device="cpu", dtype="float32").encode(texts)
+    assert np.sum(a * b, axis=1).min() > 0.9999
+    with pytest.raises(FileNotFoundError, match="not a trained adapter"):
+        export_adapter(tmp_path, tmp_path / "x")
