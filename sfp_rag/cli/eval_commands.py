@@ -21,6 +21,28 @@ from .core import (
 
 BASELINE_TEMPLATES = ("eol", "eol-sum", "sth-sum")
 
+peer_option = click.option(
+    "--peer",
+    type=click.Choice(["minilm"]),
+    default=None,
+    help="Evaluate a reference encoder that is not an SFP model instead (all-MiniLM-L6-v2).",
+)
+
+
+def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype):
+    if peer is None:
+        return build_encoder(model, adapter, template, pooling, device, dtype)
+    from ..peers import MeanPoolEncoder
+
+    try:
+        return MeanPoolEncoder.minilm(device=device or "cpu")
+    except FileNotFoundError as err:
+        raise fail(err) from err
+
+
+def _label_of(encoder) -> str:
+    return encoder.name if hasattr(encoder, "name") else model_label(encoder)
+
 
 @main.group(name="eval")
 def eval_group() -> None:
@@ -36,20 +58,23 @@ def eval_group() -> None:
     help="Comma-separated tasks [default: STS12-16, STSBenchmark, SICKRelatedness]; "
     "STSBenchmark-dev / SICKRelatedness-dev for model selection.",
 )
+@peer_option
 @result_options
-def eval_sts(model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, output, label) -> None:
+def eval_sts(
+    model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, peer, output, label
+) -> None:
     """Spearman x100 on STS12-16 (pooled subsets), STS-B and SICK-R, as SimCSE/PromptEOL/CSE-SFP report."""
     from ..evaluation.sts import STS_TASKS, evaluate_sts, format_table
 
     task_list = tuple(t.strip() for t in tasks.split(",")) if tasks else STS_TASKS
     if not data_dir.is_dir():
         raise click.ClickException(f"STS data folder {data_dir} does not exist; pass --data …/shared/data/senteval")
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype)
     try:
         result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
     except USER_ERRORS as err:
         raise fail(err) from err
-    result.update({"kind": "sts", "label": label or model_label(encoder), "encoder": encoder.identity()})
+    result.update({"kind": "sts", "label": label or _label_of(encoder), "encoder": encoder.identity()})
     click.echo(format_table({result["label"]: result["scores"]}))
     write_result(result, output)
 
@@ -148,17 +173,20 @@ def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> d
 @encoder_options
 @senteval_option
 @click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True)
+@peer_option
 @result_options
-def eval_space(model, adapter, template, pooling, device, dtype, batch_size, data_dir, split, output, label) -> None:
+def eval_space(
+    model, adapter, template, pooling, device, dtype, batch_size, data_dir, split, peer, output, label
+) -> None:
     """Alignment and uniformity (Wang & Isola) on STS-B, and ratio = -uniformity / alignment (higher is better)."""
     from ..evaluation.space import evaluate_space
 
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype)
     try:
         result = evaluate_space(encoder, data_dir, split=split, batch_size=batch_size)
     except USER_ERRORS as err:
         raise fail(err) from err
-    result.update({"label": label or model_label(encoder), "encoder": encoder.identity()})
+    result.update({"label": label or _label_of(encoder), "encoder": encoder.identity()})
     click.echo(
         f"{result['label']}: alignment {result['alignment']:.4f}  uniformity {result['uniformity']:.4f}  "
         f"ratio {result['ratio']:.3f}  ({result['positive_pairs']} positive pairs, {result['sentences']} "
