@@ -163,6 +163,7 @@ def _build_locked(
     scan = scan_folder(docs, max_file_mb=max_file_mb)
     chunking = {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
     old = None if rebuild else _open_previous(out, encoder)
+    hybrid = hybrid or bool(old is not None and old.manifest.get("hybrid"))  # an update keeps the BM25 index
     if old is not None and old.manifest.get("chunking") != chunking:
         logger.info("chunking changed (%s -> %s): re-chunking every file", old.manifest.get("chunking"), chunking)
         old = None
@@ -171,8 +172,8 @@ def _build_locked(
     old_files = old.files if old is not None else {}
 
     report = BuildReport(path=str(out), skipped=dict(scan.skipped))
-    reuse = [f for f in scan.files if old_files.get(f.relpath, {}).get("sha256") == f.sha256]
-    todo = [f for f in scan.files if f not in reuse]
+    reuse = {f.relpath for f in scan.files if old_files.get(f.relpath, {}).get("sha256") == f.sha256}
+    todo = [f for f in scan.files if f.relpath not in reuse]
     current = {f.relpath for f in scan.files}
     report.removed = sorted(set(old_files) - current)
     report.changed = sorted(f.relpath for f in todo if f.relpath in old_files)
@@ -204,7 +205,7 @@ def _build_locked(
     progress.close()
     report.embedded = len(texts)
 
-    indexed = [f for f in scan.files if f in reuse or f.relpath in new_chunks]
+    indexed = [f for f in scan.files if f.relpath in reuse or f.relpath in new_chunks]
     if not indexed:
         raise IndexFolderError(f"nothing to index in {docs}: every file was skipped ({len(report.skipped)} files)")
     new_rows = {}

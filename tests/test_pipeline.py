@@ -239,6 +239,9 @@ def test_approximate_index_type_and_hybrid(docs, encoder, tmp_path):
     assert hybrid[0][0].source == "help/password.md" and len(hybrid[1]) == 3
     with pytest.raises(ValueError, match="mode must be"):
         searcher.search("x", mode="sparse")
+    (docs / "new.txt").write_text("Photosynthesis turns light into sugar.", encoding="utf-8")
+    _build(docs, encoder, out)  # an update without hybrid=True keeps the BM25 index
+    assert Collection.open(out).manifest["hybrid"] and (out / "bm25").exists()
     _build(docs, encoder, tmp_path / "dense-only")
     with pytest.raises(IndexFolderError, match="--hybrid"):
         Searcher(Collection.open(tmp_path / "dense-only"), encoder).search("x", mode="hybrid")
