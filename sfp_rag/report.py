@@ -129,16 +129,23 @@ def _train_section(logs: list[dict], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    lines = ["## Training", "", "| run | steps | final loss | examples/s |", "|---|---|---|---|"]
+    lines = [
+        "## Training",
+        "",
+        "| run | steps | final loss | examples/s | STS-B dev (by step) |",
+        "|---|---|---|---|---|",
+    ]
     for log in logs:
         points = [r for r in log["records"] if "loss" in r]
         if not points:
             continue
         ax.plot([r["step"] for r in points], [r["loss"] for r in points], label=log["label"])
         speed = sum(r["examples_per_s"] for r in points) / len(points)
-        lines.append(f"| {log['label']} | {points[-1]['step']} | {points[-1]['loss']:.4f} | {speed:.1f} |")
+        dev = ", ".join(f"{r['stsb_dev']:.2f} ({r['step']})" for r in log["records"] if "stsb_dev" in r) or "-"
+        lines.append(f"| {log['label']} | {points[-1]['step']} | {points[-1]['loss']:.2e} | {speed:.1f} | {dev} |")
     ax.set_xlabel("step")
     ax.set_ylabel("InfoNCE loss")
+    ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "loss.png", dpi=120)

@@ -95,3 +95,20 @@ def test_minilm_peer_equals_sentence_transformers():
     ours = MeanPoolEncoder.minilm().encode(texts)
     reference = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts, normalize_embeddings=True)
     assert np.sum(ours * reference, axis=1).min() > 0.9999
+
+
+def test_shipped_default_is_the_trained_adapter_on_gemma():
+    from sfp_rag.config import default_model_dir
+    from sfp_rag.encoder import SFPEncoder
+
+    _require("gemma3-270m")
+    if default_model_dir() is None:
+        pytest.skip("this checkout has no packaged default adapter")
+    default = SFPEncoder.from_pretrained(device="cpu")
+    assert default.config.adapter == str(default_model_dir()) and default.config.model == "gemma3-270m"
+    bare = SFPEncoder.from_pretrained("gemma3-270m", template=default.config.template, device="cpu")
+    texts = ["A man is playing a guitar.", "A person plays the guitar.", "Stock prices fell sharply today."]
+    a, b = default.encode(texts), bare.encode(texts)
+    assert np.abs(a - b).max() > 0.05  # the adapter changes the embeddings
+    sims = a @ a.T
+    assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[1, 2]
