@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._utils import atomic_write_json
+from ._utils import _umask, atomic_write_json
 from .config import CONFIG_NAME, EncoderConfig, save_config
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -142,6 +142,7 @@ def export_adapter(source: str | Path, target: str | Path, dtype: str = "float16
     target.mkdir(parents=True, exist_ok=True)
     state = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(str(weights)).items()}
     save_file(state, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+    os.chmod(target / "adapter_model.safetensors", 0o666 & ~_umask())  # safetensors writes 0600 files
     shutil.copyfile(source / "adapter_config.json", target / "adapter_config.json")
     data = json.loads((source / CONFIG_NAME).read_text())
     data["encoder"]["adapter"] = None  # the folder itself is the adapter

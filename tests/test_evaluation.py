@@ -216,7 +216,16 @@ def test_report_builds_markdown_and_plots(tmp_path):
     records = [{"step": s, "loss": 2 / s, "examples_per_s": 3.0} for s in (1, 2, 3)] + [{"step": 3, "stsb_dev": 71.5}]
     log.write_text("\n".join(json.dumps(r) for r in records))
     md = build_report([res, log], tmp_path / "report").read_text()
-    for needle in ("## STS", "zero-shot", "## BEIR", "scifact", "## Semantic space", "## Training", "run1", "71.50 (3)"):
+    for needle in (
+        "## STS",
+        "zero-shot",
+        "## BEIR",
+        "scifact",
+        "## Semantic space",
+        "## Training",
+        "run1",
+        "71.50 (3)",
+    ):
         assert needle in md
     for png in ("sts.png", "alignment_uniformity.png", "loss.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
