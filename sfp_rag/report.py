@@ -88,14 +88,19 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
 
 
 def _beir_section(results: list[dict]) -> list[str]:
+    """One table per dataset and split: the systems of every result file for it, in file order."""
     from .evaluation.beir import format_beir_table
 
-    out = ["## BEIR retrieval (x100)", ""]
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in results:
+        entry = merged.setdefault((r["dataset"], r["split"]), {"queries": r["queries"], "documents": r["documents"]})
+        entry.setdefault("scores", {}).update(r["scores"])
+    out = ["## BEIR retrieval (x100)", ""]
+    for (dataset, split), entry in merged.items():
         out += [
-            f"### {r['dataset']} ({r['split']}: {r['queries']} queries, {r['documents']} documents)",
+            f"### {dataset} ({split}: {entry['queries']} queries, {entry['documents']} documents)",
             "",
-            format_beir_table(r["scores"]),
+            format_beir_table(entry["scores"]),
             "",
         ]
     return out

@@ -205,6 +205,8 @@ def test_report_builds_markdown_and_plots(tmp_path):
         "scores": {"BM25": {"nDCG@10": 1, "Recall@100": 2, "MAP@100": 3, "MRR@10": 4}},
     }
     (res / "c.json").write_text(json.dumps(beir))
+    beir["scores"] = {"sfp": {"nDCG@10": 5, "Recall@100": 6, "MAP@100": 7, "MRR@10": 8}}
+    (res / "c2.json").write_text(json.dumps(beir))
     (res / "d.json").write_text(
         json.dumps(
             {"kind": "space", "label": "m", "split": "dev", "alignment": 0.3, "uniformity": -2.0, "ratio": 6.67}
