@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -27,6 +28,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:  # transformers is chatty: its loggers and weight-loading bars stay quiet unless -vv
         logging.getLogger("transformers").setLevel(logging.ERROR)
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
+        # bitsandbytes (imported by peft) warns on CPU that the optional `kernels` package is missing; harmless
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        # peft reads transformers' deprecated `is_gradient_checkpointing`; nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         if "transformers" in sys.modules:  # imported already (e.g. when the CLI runs in-process)
