@@ -20,6 +20,14 @@ logger = logging.getLogger(__name__)
 _PARAMS = "sfp_bm25.json"
 
 
+def _bm25s():
+    """Import bm25s; it sets its logger to DEBUG on import, so hand the level back to the application's config."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
 def _stemmer(stem: bool):
     if not stem:
         return None
@@ -41,8 +49,7 @@ class BM25Index:
     @classmethod
     def build(cls, texts: Sequence[str], k1: float = 0.9, b: float = 0.4, stem: bool = True) -> BM25Index:
         require("bm25s", "BM25 search", "pip install 'sfp-rag[eval]' (or: pip install bm25s PyStemmer)")
-        import bm25s
-
+        bm25s = _bm25s()
         tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(stem), show_progress=False)
         retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
         retriever.index(tokens, show_progress=False)
@@ -54,10 +61,8 @@ class BM25Index:
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` per query: scores (Q, k) and ids (Q, k); ids are -1 where fewer documents match."""
-        import bm25s
-
         k = min(k, self.ntotal)
-        tokens = bm25s.tokenize(
+        tokens = _bm25s().tokenize(
             list(queries), stopwords="en", stemmer=_stemmer(self.stem), return_ids=False, show_progress=False
         )
         tokens = [t if t else ["\x00"] for t in tokens]  # an all-stopword query matches nothing, without failing
@@ -73,8 +78,6 @@ class BM25Index:
     @classmethod
     def load(cls, directory: str | Path) -> BM25Index:
         require("bm25s", "BM25 search", "pip install 'sfp-rag[eval]' (or: pip install bm25s PyStemmer)")
-        import bm25s
-
         directory = Path(directory)
         params = json.loads((directory / _PARAMS).read_text())
-        return cls(bm25s.BM25.load(str(directory), show_progress=False), params["stem"])
+        return cls(_bm25s().BM25.load(str(directory), show_progress=False), params["stem"])
