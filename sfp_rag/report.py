@@ -34,7 +34,7 @@ def read_results(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
             raise ValueError(f"{f} is not valid JSON ({err})") from err
         kind = data.get("kind")
         if kind in groups:
-            data.setdefault("label", f.stem)
+            data["label"] = data.get("label") or f.stem
             groups[kind].append(data)
         else:
             logger.info("skipping %s (not an sfp-rag result file)", f)
