@@ -72,7 +72,7 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
 
     rows = {r["label"]: r["scores"] for r in results}
     tasks = [t for t in next(iter(rows.values())) if t != "avg"] + ["avg"]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(11, 3.8))
     width = 0.8 / len(rows)
     for i, (label, scores) in enumerate(rows.items()):
         ax.bar([j + i * width for j in range(len(tasks))], [scores.get(t, 0) for t in tasks], width, label=label)
@@ -80,7 +80,7 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
     ax.set_xticklabels([{"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}.get(t, t) for t in tasks])
     ax.set_ylabel("Spearman x100")
     ax.set_ylim(min(min(s.get(t, 100) for t in tasks) for s in rows.values()) - 5, 100)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the bars
     fig.tight_layout()
     fig.savefig(out_dir / "sts.png", dpi=120)
     plt.close(fig)
