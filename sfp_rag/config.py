@@ -176,6 +176,8 @@ class TrainConfig:
             self.model = recorded.model
             self.template = self.template or recorded.template
             self.pooling = recorded.pooling
+        if self.init_adapter:
+            self._take_lora_settings(Path(self.init_adapter))
         for name, value, allowed in (
             ("objective", self.objective, OBJECTIVES),
             ("schedule", self.schedule, SCHEDULES),
@@ -219,6 +221,21 @@ class TrainConfig:
             raise ValueError("warmup_steps and eval_every must be >= 0")
         if (self.eval_every or self.select_best) and not self.eval_data:
             raise ValueError("eval_every/select_best need eval_data (a SentEval folder with STS-B dev)")
+
+    def _take_lora_settings(self, adapter: Path) -> None:
+        """A continued adapter keeps its rank, alpha, dropout and target modules: record those, not the defaults."""
+        try:
+            peft_config = json.loads((adapter / "adapter_config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot continue from {adapter}: no readable adapter_config.json ({err})") from None
+        self.lora_r = peft_config.get("r", self.lora_r)
+        self.lora_alpha = peft_config.get("lora_alpha", self.lora_alpha)
+        self.lora_dropout = peft_config.get("lora_dropout", self.lora_dropout)
+        target = peft_config.get("target_modules")
+        if isinstance(target, list):
+            self.lora_target = ",".join(sorted(target))
+        elif isinstance(target, str):
+            self.lora_target = target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

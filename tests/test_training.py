@@ -342,7 +342,8 @@ def test_qlora_step_on_gpu(tiny_model_dir, data_file, tmp_path):
 
 def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tmp_path):
     first = tmp_path / "first"
-    train(_config(tiny_model_dir, data_file, first, max_steps=4, save_every=10), show_progress=False)
+    first_config = _config(tiny_model_dir, data_file, first, max_steps=4, save_every=10, lora_r=4, lora_alpha=8)
+    train(first_config, show_progress=False)
     config = _config(tiny_model_dir, data_file, tmp_path / "second", max_steps=2, save_every=10)
     config = TrainConfig(**{**config.to_dict(), "model": str(first), "template": None})
     assert config.init_adapter == str(first.resolve()) and config.model == str(tiny_model_dir.resolve())
@@ -358,6 +359,9 @@ def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tm
     assert losses[0] < fresh[0]  # it starts from the trained weights, not from zero
     saved = json.loads((tmp_path / "second" / "sfp_config.json").read_text())
     assert saved["encoder"]["model"] == str(tiny_model_dir.resolve())
+    # the continued adapter keeps its rank, and the saved settings say so (not the defaults)
+    assert (saved["training"]["lora_r"], saved["training"]["lora_alpha"]) == (4, 8)
+    assert json.loads((tmp_path / "second" / "adapter_config.json").read_text())["r"] == 4
 
 
 def test_export_adapter_in_fp16_keeps_the_embeddings(tiny_model_dir, data_file, tmp_path):
