@@ -1,7 +1,8 @@
 """Open a folder built by `sfp-rag index` as a LlamaIndex retriever, and use it in a query pipeline.
 
-    sfp-rag index examples/docs --name docs --hybrid
+    sfp-rag index examples/docs                       # as in the README; add --hybrid for BM25 too
     python examples/llamaindex_index_retriever.py "why do corals bleach?"
+    python examples/llamaindex_index_retriever.py --hybrid "why do corals bleach?"   # index built with --hybrid
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import sys
 from sfp_rag.llamaindex import SFPIndexRetriever
 
 
-def main(question: str) -> None:
+def main(question: str, mode: str) -> None:
     # The index remembers which encoder built it; the retriever rebuilds that encoder.
-    retriever = SFPIndexRetriever("docs", similarity_top_k=3, mode="hybrid")
+    retriever = SFPIndexRetriever("docs", similarity_top_k=3, mode=mode)
     for rank, hit in enumerate(retriever.retrieve(question), start=1):
         print(f"{rank}. [{hit.score:.4f}] {hit.node.metadata['source']}: {' '.join(hit.node.text.split())[:120]}...")
     # retriever.retrieve() returns NodeWithScore objects, so it plugs into RetrieverQueryEngine with any LLM:
@@ -22,4 +23,6 @@ def main(question: str) -> None:
 
 
 if __name__ == "__main__":
-    main(" ".join(sys.argv[1:]) or "why do corals bleach?")
+    args = sys.argv[1:]
+    mode = "hybrid" if "--hybrid" in args else "dense"
+    main(" ".join(a for a in args if a != "--hybrid") or "why do corals bleach?", mode)

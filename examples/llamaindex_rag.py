@@ -1,6 +1,6 @@
 """A LlamaIndex VectorStoreIndex over examples/docs, embedded by SFPEmbedding and stored in a FAISS vector store.
 
-    pip install llama-index-vector-stores-faiss
+    pip install -e ".[examples]"      # llama-index-vector-stores-faiss
     python examples/llamaindex_rag.py "how do I reset my password?"
 """
 
@@ -12,7 +12,11 @@ from pathlib import Path
 import faiss
 from llama_index.core import Settings, SimpleDirectoryReader, StorageContext, VectorStoreIndex
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.vector_stores.faiss import FaissVectorStore
+
+try:
+    from llama_index.vector_stores.faiss import FaissVectorStore
+except ImportError:
+    sys.exit('this example needs the LlamaIndex FAISS vector store: pip install -e ".[examples]"')
 
 from sfp_rag.llamaindex import SFPEmbedding
 
