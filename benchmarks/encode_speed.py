@@ -94,9 +94,9 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="also score each sfp variant on STS-B test")
     args = parser.parse_args()
 
-    from sfp_rag.backbones import resolve_model_dir
-    from sfp_rag.encoder import SFPEncoder
-    from sfp_rag.prompts import normalize_sentence
+    from sfp_rag.embedding.backbones import resolve_model_dir
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.embedding.prompts import normalize_sentence
 
     sentences = load_sentences(args.sentences)
     model_dir = resolve_model_dir(args.model)

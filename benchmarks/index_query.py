@@ -53,8 +53,8 @@ def export_corpus(dataset: str, folder: Path, limit: int | None = None, copies: 
 def child_build(docs: str, out: str) -> None:
     import resource
 
-    from sfp_rag.encoder import SFPEncoder
-    from sfp_rag.pipeline import build_index
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.retrieval.builder import build_index
 
     encoder = SFPEncoder.from_pretrained()
     t = time.perf_counter()
@@ -127,7 +127,7 @@ def main() -> None:
             flush=True,
         )
 
-        from sfp_rag.pipeline import Searcher
+        from sfp_rag.retrieval.searcher import Searcher
 
         searcher = Searcher.open(index_dir)
         searcher.search(queries[0], k=10)
@@ -142,7 +142,7 @@ def main() -> None:
             flush=True,
         )
 
-        from sfp_rag.index import brute_force_search
+        from sfp_rag.retrieval.faiss_index import brute_force_search
 
         vectors = np.asarray(searcher.collection.vectors(), dtype=np.float32)
         qv = searcher.encoder.encode_queries(queries[:1000])

@@ -33,9 +33,10 @@ def run_variant(args: argparse.Namespace, objective: str) -> dict:
     import torch
 
     from sfp_rag._utils import resolve_device, seed_everything
-    from sfp_rag.modeling import SFPModel
-    from sfp_rag.train_data import load_texts
-    from sfp_rag.training import ObjectiveStep, TrainConfig, _model_with_fallback, resolve_train_autocast
+    from sfp_rag.embedding.modeling import SFPModel
+    from sfp_rag.training.config import TrainConfig
+    from sfp_rag.training.data import load_texts
+    from sfp_rag.training.trainer import ObjectiveStep, _model_with_fallback, resolve_train_autocast
 
     seed_everything(0)
     device = resolve_device(args.device)

@@ -1,14 +1,13 @@
 """Index a folder and search it from Python (what `sfp-rag index` and `sfp-rag query` do).
 
-    python examples/build_and_query.py
+python examples/build_and_query.py
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sfp_rag import SFPEncoder, build_index
-from sfp_rag.pipeline import Searcher
+from sfp_rag import Searcher, SFPEncoder, build_index
 
 HERE = Path(__file__).parent
 

@@ -1,15 +1,15 @@
 """Open a folder built by `sfp-rag index` as a LlamaIndex retriever, and use it in a query pipeline.
 
-    sfp-rag index examples/docs                       # as in the README; add --hybrid for BM25 too
-    python examples/llamaindex_index_retriever.py "why do corals bleach?"
-    python examples/llamaindex_index_retriever.py --hybrid "why do corals bleach?"   # index built with --hybrid
+sfp-rag index examples/docs                       # as in the README; add --hybrid for BM25 too
+python examples/llamaindex_index_retriever.py "why do corals bleach?"
+python examples/llamaindex_index_retriever.py --hybrid "why do corals bleach?"   # index built with --hybrid
 """
 
 from __future__ import annotations
 
 import sys
 
-from sfp_rag.llamaindex import SFPIndexRetriever
+from sfp_rag import SFPIndexRetriever
 
 
 def main(question: str, mode: str) -> None:

@@ -1,7 +1,7 @@
 """A LlamaIndex VectorStoreIndex over examples/docs, embedded by SFPEmbedding and stored in a FAISS vector store.
 
-    pip install -e ".[examples]"      # llama-index-vector-stores-faiss
-    python examples/llamaindex_rag.py "how do I reset my password?"
+pip install -e ".[examples]"      # llama-index-vector-stores-faiss
+python examples/llamaindex_rag.py "how do I reset my password?"
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ try:
 except ImportError:
     sys.exit('this example needs the LlamaIndex FAISS vector store: pip install -e ".[examples]"')
 
-from sfp_rag.llamaindex import SFPEmbedding
+from sfp_rag import SFPEmbedding
 
 DOCS = Path(__file__).parent / "docs"
 

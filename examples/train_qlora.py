@@ -1,14 +1,13 @@
 """Train a CSE-SFP adapter from Python on a few thousand unlabelled sentences, then embed with it.
 
-    python examples/train_qlora.py            # about 10 minutes on 2 CPU cores
+python examples/train_qlora.py            # about 10 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sfp_rag import SFPEncoder
-from sfp_rag.training import TrainConfig, train
+from sfp_rag import SFPEncoder, TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "unsup_sentences.txt.gz"
 

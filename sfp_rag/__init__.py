@@ -1,7 +1,16 @@
 """sfp_rag: LLM sentence embeddings trained with CSE-SFP (one forward pass, two views), for retrieval.
 
 The public names are resolved lazily, so ``import sfp_rag`` does not import torch, transformers or LlamaIndex until
-one of them is used.
+one of them is used. The package is laid out by role, and imports run one way (each layer may import only those
+below it; ``tests/test_layout.py`` enforces it):
+
+    _utils        helpers with no sfp_rag imports
+    embedding     text -> prompt -> tokens -> model -> Rep1/Rep2 -> vectors (SFPEncoder)
+    retrieval     documents, chunks, FAISS/BM25 indexes, fusion, build_index, Searcher
+    evaluation    STS, BEIR, semantic space, reference encoders, report
+    training      losses, training data, the loop, checkpoints (uses evaluation for dev checks)
+    integrations  LlamaIndex
+    cli           the ``sfp-rag`` command, a thin layer over all of the above
 """
 
 from __future__ import annotations
@@ -12,24 +21,26 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SFPEncoder": "encoder",
-    "EncoderConfig": "config",
-    "PromptTemplate": "prompts",
-    "PRESETS": "prompts",
-    "get_template": "prompts",
-    "normalize_sentence": "prompts",
-    "PromptTokenizer": "tokenization",
-    "PromptBatch": "tokenization",
-    "SFPModel": "modeling",
-    "SFPOutput": "modeling",
-    "info_nce": "losses",
-    "InfoNCELoss": "losses",
-    "TrainConfig": "training",
-    "train": "training",
-    "FaissIndex": "index",
-    "build_index": "pipeline",
-    "search": "pipeline",
-    "SFPEmbedding": "llamaindex",
+    "SFPEncoder": "embedding.encoder",
+    "EncoderConfig": "embedding.config",
+    "PromptTemplate": "embedding.prompts",
+    "PRESETS": "embedding.prompts",
+    "get_template": "embedding.prompts",
+    "normalize_sentence": "embedding.prompts",
+    "PromptTokenizer": "embedding.tokenization",
+    "PromptBatch": "embedding.tokenization",
+    "SFPModel": "embedding.modeling",
+    "SFPOutput": "embedding.modeling",
+    "info_nce": "training.losses",
+    "InfoNCELoss": "training.losses",
+    "TrainConfig": "training.config",
+    "train": "training.trainer",
+    "FaissIndex": "retrieval.faiss_index",
+    "build_index": "retrieval.builder",
+    "Searcher": "retrieval.searcher",
+    "search": "retrieval.searcher",
+    "SFPEmbedding": "integrations.llamaindex",
+    "SFPIndexRetriever": "integrations.llamaindex",
     "evaluate_sts": "evaluation.sts",
 }
 

@@ -23,7 +23,7 @@ def _join(rank: int, world: int, port: int) -> None:
 def gathered_loss(rank, world, port, anchor, positive, out):
     import torch
 
-    from sfp_rag.losses import info_nce
+    from sfp_rag.training.losses import info_nce
 
     _join(rank, world, port)
     n = anchor.shape[0] // world
@@ -38,7 +38,8 @@ def gathered_loss(rank, world, port, anchor, positive, out):
 def train_run(rank, world, port, config_dict, out):
     import torch
 
-    from sfp_rag.training import TrainConfig, train
+    from sfp_rag.training.config import TrainConfig
+    from sfp_rag.training.trainer import train
 
     _join(rank, world, port)
     losses = []

@@ -119,8 +119,8 @@ def tiny_model_dir(tmp_path_factory, _tiny_model_session, bpe_tokenizer) -> Path
 
 @pytest.fixture
 def tiny_encoder(tiny_model, bpe_tokenizer):
-    from sfp_rag.config import EncoderConfig
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.config import EncoderConfig
+    from sfp_rag.embedding.encoder import SFPEncoder
 
     config = EncoderConfig(model="tiny", template="eol-sum", device="cpu", dtype="float32")  # exact reference
     return SFPEncoder(tiny_model, bpe_tokenizer, config)

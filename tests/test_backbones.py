@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sfp_rag import backbones
-from sfp_rag.backbones import BUILTIN_MODELS, ModelNotFoundError, resolve_model_dir
+from sfp_rag.embedding import backbones
+from sfp_rag.embedding.backbones import BUILTIN_MODELS, ModelNotFoundError, resolve_model_dir
 
 
 def test_missing_builtin_says_how_to_install(monkeypatch):
@@ -31,7 +31,7 @@ def test_model_dir_and_hub_id_pass_through(tiny_model_dir):
 
 
 def test_unloadable_hub_id_gives_a_clear_error():
-    from sfp_rag.backbones import load_backbone
+    from sfp_rag.embedding.backbones import load_backbone
 
     with pytest.raises(ModelNotFoundError, match="built-in offline"):
         load_backbone("sfp-rag-tests/no-such-model")

@@ -246,7 +246,7 @@ def test_eval_beir_space_and_report(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_eval_sts_with_a_peer_reports_a_clear_error_when_missing(tmp_path, monkeypatch):
-    import sfp_rag.peers as peers
+    import sfp_rag.evaluation.peers as peers
 
     monkeypatch.setattr(peers, "minilm_dir", lambda: None)
     make_senteval(tmp_path / "se")

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from sfp_rag.config import EncoderConfig
-from sfp_rag.encoder import SFPEncoder, plan_batches
+from sfp_rag.embedding.config import EncoderConfig
+from sfp_rag.embedding.encoder import SFPEncoder, plan_batches
 
 TEXTS = [
     "a man is playing a guitar",
@@ -145,8 +145,9 @@ def test_atomic_writes_use_normal_permissions(tmp_path):
 def test_default_model_is_the_packaged_adapter(tmp_path, tiny_model_dir, monkeypatch):
     import json
 
-    import sfp_rag.config as config_module
-    from sfp_rag.training import TrainConfig, train
+    import sfp_rag.embedding.config as config_module
+    from sfp_rag.training.config import TrainConfig
+    from sfp_rag.training.trainer import train
     from tests.test_training import SENTENCES
 
     data = tmp_path / "s.txt"
@@ -182,7 +183,7 @@ def test_default_model_is_the_packaged_adapter(tmp_path, tiny_model_dir, monkeyp
 def test_packaged_default_model_files():
     import json
 
-    from sfp_rag.config import CONFIG_NAME, DEFAULT_MODEL_DIR, default_model_dir
+    from sfp_rag.embedding.config import CONFIG_NAME, DEFAULT_MODEL_DIR, default_model_dir
 
     if default_model_dir() is None:
         pytest.skip("this checkout has no packaged default adapter yet")
@@ -194,7 +195,8 @@ def test_packaged_default_model_files():
 
 
 def test_bf16_adapter_loads_through_a_merged_cache(tmp_path, tiny_model_dir, monkeypatch):
-    from sfp_rag.training import TrainConfig, train
+    from sfp_rag.training.config import TrainConfig
+    from sfp_rag.training.trainer import train
     from tests.test_training import SENTENCES
 
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))

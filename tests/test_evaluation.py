@@ -108,7 +108,7 @@ def test_fusion_equals_reference_rrf():
 
 def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
-    from sfp_rag.documents import chunk_text, make_splitter
+    from sfp_rag.retrieval.chunking import chunk_text, make_splitter
 
     data = load_beir(make_beir(tmp_path / "b"))
     run, stats = dense_run(tiny_encoder, data, chunk_size=32, chunk_overlap=0, depth=10, show_progress=False)
@@ -129,7 +129,7 @@ def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
 
 def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.encoder import SFPEncoder
 
     data = load_beir(make_beir(tmp_path / "b"))
     calls = []
@@ -189,7 +189,7 @@ def test_evaluate_space_on_synthetic_stsb(tmp_path, tiny_encoder):
 
 
 def test_report_builds_markdown_and_plots(tmp_path):
-    from sfp_rag.report import build_report
+    from sfp_rag.evaluation.report import build_report
 
     res = tmp_path / "results"
     res.mkdir()

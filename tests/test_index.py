@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfp_rag.hybrid import fuse_runs, rrf_fuse
-from sfp_rag.index import FaissIndex, brute_force_search, min_training_vectors
+from sfp_rag.retrieval.faiss_index import FaissIndex, brute_force_search, min_training_vectors
+from sfp_rag.retrieval.fusion import fuse_runs, rrf_fuse
 
 
 def _unit(rng, n, d):
@@ -94,7 +94,7 @@ def test_rrf_equals_a_reference_computed_by_hand():
 
 
 def test_bm25_finds_the_matching_text():
-    from sfp_rag.bm25 import BM25Index
+    from sfp_rag.retrieval.bm25 import BM25Index
 
     texts = ["the cat sat on the mat", "stock markets fell sharply", "cats are sleeping", "the weather is fine"]
     bm25 = BM25Index.build(texts)

@@ -10,7 +10,7 @@ pytest.importorskip("llama_index.core")
 from llama_index.core import Document, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
 
-from sfp_rag.llamaindex import SFPEmbedding, SFPIndexRetriever  # noqa: E402
+from sfp_rag.integrations.llamaindex import SFPEmbedding, SFPIndexRetriever  # noqa: E402
 
 
 @pytest.fixture
@@ -52,8 +52,8 @@ def test_model_settings_build_an_encoder(tiny_model_dir):
 
 
 def test_index_folder_as_a_retriever(tmp_path, tiny_model_dir):
-    from sfp_rag.encoder import SFPEncoder
-    from sfp_rag.pipeline import build_index
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.retrieval.builder import build_index
     from tests.test_pipeline import write_docs
 
     encoder = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu")

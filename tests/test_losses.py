@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sfp_rag.losses import InfoNCELoss, info_nce
+from sfp_rag.training.losses import InfoNCELoss, info_nce
 
 
 def _loop_reference(anchor, positive, temperature):

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sfp_rag.modeling import SFPModel
-from sfp_rag.pooling import gather_positions, pool, pooled_dim, position_ids_from_mask
-from sfp_rag.tokenization import PromptTokenizer
+from sfp_rag.embedding.modeling import SFPModel
+from sfp_rag.embedding.pooling import gather_positions, pool, pooled_dim, position_ids_from_mask
+from sfp_rag.embedding.tokenization import PromptTokenizer
 
 TEXTS = ["a man is playing a guitar", "dogs run", "the cat sat on the mat and then it slept for a very long time"]
 
@@ -45,7 +45,7 @@ def test_rep1_equals_stage_one_run_alone(tiny_model, bpe_tokenizer, preset):
     with torch.no_grad():
         full = model(pt(TEXTS))
         for row, text in enumerate(TEXTS):
-            from sfp_rag.prompts import normalize_sentence
+            from sfp_rag.embedding.prompts import normalize_sentence
 
             stage_one = pt.template.stage_one(normalize_sentence(text))
             ids = bpe_tokenizer(stage_one, return_tensors="pt")

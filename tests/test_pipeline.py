@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sfp_rag.collection import Collection, IndexFolderError, IndexMismatchError
-from sfp_rag.config import EncoderConfig
-from sfp_rag.documents import DocumentError
-from sfp_rag.encoder import SFPEncoder
-from sfp_rag.index import brute_force_search
-from sfp_rag.pipeline import IndexBusyError, Searcher, build_index, resolve_index_path
-from sfp_rag.vector_store import ShardedVectorStore, embed_with_store
+from sfp_rag.embedding.config import EncoderConfig
+from sfp_rag.embedding.encoder import SFPEncoder
+from sfp_rag.retrieval.builder import IndexBusyError, build_index
+from sfp_rag.retrieval.documents import DocumentError
+from sfp_rag.retrieval.faiss_index import brute_force_search
+from sfp_rag.retrieval.index_folder import Collection, IndexFolderError, IndexMismatchError, resolve_index_path
+from sfp_rag.retrieval.searcher import Searcher
+from sfp_rag.retrieval.vector_store import ShardedVectorStore, embed_with_store
 
 DOCS = {
     "pets/cats.txt": "Cats sleep for most of the day. A cat purrs when it is content.",
@@ -150,14 +151,14 @@ def test_another_encoder_is_refused(docs, encoder, tmp_path, tiny_model_dir):
 
 
 def test_interrupted_build_keeps_the_old_index_and_resumes(docs, encoder, tmp_path, monkeypatch):
-    import sfp_rag.pipeline as pipeline
+    import sfp_rag.retrieval.builder as builder
 
     out = tmp_path / "kb"
     _build(docs, encoder, out)
     before = (out / "vectors.npy").read_bytes()
     for i in range(6):
         (docs / f"more{i}.txt").write_text(f"Extra document number {i} about tea.", encoding="utf-8")
-    monkeypatch.setattr(pipeline, "EMBED_GROUP", 2)
+    monkeypatch.setattr(builder, "EMBED_GROUP", 2)
     real = SFPEncoder.encode_documents
     calls = []
 
@@ -298,7 +299,7 @@ def test_encoder_config_round_trip_in_manifest(docs, encoder, tmp_path):
 
 
 def test_searcher_falls_back_when_the_fast_tokenizer_disagrees(docs, encoder, tmp_path):
-    from sfp_rag.tokenization import RustTokenizer
+    from sfp_rag.embedding.tokenization import RustTokenizer
 
     out = tmp_path / "kb"
     _build(docs, encoder, out)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfp_rag.prompts import PRESETS, PromptTemplate, get_template, normalize_sentence
+from sfp_rag.embedding.prompts import PRESETS, PromptTemplate, get_template, normalize_sentence
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

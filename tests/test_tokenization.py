@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sfp_rag.prompts import PRESETS, get_template
-from sfp_rag.tokenization import PromptTokenizer
+from sfp_rag.embedding.prompts import PRESETS, get_template
+from sfp_rag.embedding.tokenization import PromptTokenizer
 
 # The word each preset's Rep1 and Rep2 tokens must decode to.
 MARKERS = {
@@ -117,7 +117,7 @@ def test_marker_inside_a_token_is_reported(word_tokenizer):
 
 
 def test_rust_tokenizer_matches_transformers(tiny_model_dir, bpe_tokenizer):
-    from sfp_rag.backbones import load_fast_tokenizer, prefetch_tokenizer
+    from sfp_rag.embedding.backbones import load_fast_tokenizer, prefetch_tokenizer
 
     prefetch_tokenizer(tiny_model_dir)
     fast = load_fast_tokenizer(tiny_model_dir)

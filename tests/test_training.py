@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from sfp_rag.checkpoints import latest_checkpoint, read_log
-from sfp_rag.losses import info_nce
-from sfp_rag.modeling import SFPModel
-from sfp_rag.tokenization import PromptTokenizer
-from sfp_rag.train_data import TrainingDataError, load_texts
-from sfp_rag.training import BatchOrder, TrainConfig, TrainingDiverged, train
+from sfp_rag.embedding.modeling import SFPModel
+from sfp_rag.embedding.tokenization import PromptTokenizer
+from sfp_rag.training.checkpoints import latest_checkpoint, read_log
+from sfp_rag.training.config import TrainConfig
+from sfp_rag.training.data import TrainingDataError, load_texts
+from sfp_rag.training.losses import info_nce
+from sfp_rag.training.trainer import BatchOrder, TrainingDiverged, train
 
 SENTENCES = [
     f"sentence {i} tells of {w} and {v}."
@@ -94,7 +95,7 @@ def test_a_few_steps_lower_the_loss(tiny_model_dir, data_file, tmp_path, objecti
 
 
 def test_output_is_an_adapter_the_encoder_loads(tiny_model_dir, data_file, tmp_path):
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.encoder import SFPEncoder
 
     out = tmp_path / "out"
     result = train(_config(tiny_model_dir, data_file, out), show_progress=False)
@@ -141,7 +142,7 @@ def test_resume_continues_the_same_loss_curve(tiny_model_dir, data_file, tmp_pat
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_model_dir, data_file, tmp_path, monkeypatch):
-    import sfp_rag.training as training
+    import sfp_rag.training.trainer as training
 
     real = training.info_nce
     calls = {"n": 0}
@@ -158,7 +159,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_model_dir, data_file, tmp_path
 
 
 def test_nf4_failure_falls_back_to_plain_lora(tiny_model_dir, data_file, tmp_path, monkeypatch, caplog):
-    import sfp_rag.training as training
+    import sfp_rag.training.trainer as training
 
     real = training.build_peft_model
 
@@ -365,8 +366,8 @@ def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tm
 
 
 def test_export_adapter_in_fp16_keeps_the_embeddings(tiny_model_dir, data_file, tmp_path):
-    from sfp_rag.checkpoints import export_adapter
-    from sfp_rag.encoder import SFPEncoder
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.training.checkpoints import export_adapter
 
     train(_config(tiny_model_dir, data_file, tmp_path / "out", max_steps=3), show_progress=False)
     exported = export_adapter(tmp_path / "out", tmp_path / "shipped")

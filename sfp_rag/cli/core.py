@@ -74,7 +74,7 @@ def encoder_options(f):
 
 def build_encoder(model, adapter, template, pooling, device, dtype, base: dict | None = None):
     """An encoder from the CLI options; ``base`` (a recorded encoder config) fills what the options leave out."""
-    from ..encoder import SFPEncoder
+    from ..embedding.encoder import SFPEncoder
 
     options = {"adapter": adapter, "template": template, "pooling": pooling, "device": device, "dtype": dtype}
     overrides = {k: v for k, v in options.items() if v is not None}
@@ -111,8 +111,8 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
     """List the shipped default embedder and the built-in offline backbones, and whether they are installed."""
-    from ..backbones import describe_models
-    from ..config import DEFAULT_MODEL_NAME, default_model_dir, load_encoder_config
+    from ..embedding.backbones import describe_models
+    from ..embedding.config import DEFAULT_MODEL_NAME, default_model_dir, load_encoder_config
 
     rows = describe_models()
     shipped = default_model_dir()

@@ -32,7 +32,7 @@ peer_option = click.option(
 def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype):
     if peer is None:
         return build_encoder(model, adapter, template, pooling, device, dtype)
-    from ..peers import MeanPoolEncoder
+    from ..evaluation.peers import MeanPoolEncoder
 
     try:
         return MeanPoolEncoder.minilm(device=device or "cpu")
@@ -116,7 +116,7 @@ def eval_beir(
     label,
 ) -> None:
     """nDCG@10, Recall@100, MAP@100, MRR@10 on a BEIR dataset, through the same chunking and FAISS path as `index`."""
-    from ..encoder import resolve_config
+    from ..embedding.encoder import resolve_config
     from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
 
     encoder = build_encoder(model, adapter, template, pooling, device, dtype)
@@ -146,8 +146,8 @@ def eval_beir(
 
 def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> dict:
     """label -> system (built lazily, so only one model is in memory at a time)."""
-    from ..encoder import SFPEncoder
-    from ..peers import MINILM_INSTALL, MeanPoolEncoder, minilm_dir
+    from ..embedding.encoder import SFPEncoder
+    from ..evaluation.peers import MINILM_INSTALL, MeanPoolEncoder, minilm_dir
 
     if name == "bm25":
         return {"BM25": "bm25"}
@@ -203,7 +203,7 @@ def eval_space(
 @click.option("--title", default="sfp_rag report", show_default=True)
 def report(results, out, title) -> None:
     """Build a markdown report with plots from result JSON files (or folders) and train_log.jsonl files."""
-    from ..report import build_report
+    from ..evaluation.report import build_report
 
     try:
         path = build_report(list(results), out, title=title)

@@ -61,8 +61,8 @@ def index(
       sfp-rag index ./docs --name kb --hybrid   # dense + BM25
       sfp-rag index ./docs --index-type HNSW32 --rebuild
     """
-    from ..collection import MANIFEST, Collection
-    from ..pipeline import build_index, index_home
+    from ..retrieval.builder import build_index
+    from ..retrieval.index_folder import MANIFEST, Collection, index_home
 
     target = out or index_home() / (name or Path(docs).resolve().name)
     base = None
@@ -124,7 +124,7 @@ def index(
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 def query(text, index_name, k, mode, device, dtype, as_json) -> None:
     """Search an index with TEXT; prints the best chunks with score, source and a snippet."""
-    from ..pipeline import Searcher
+    from ..retrieval.searcher import Searcher
 
     overrides = {key: v for key, v in {"device": device, "dtype": dtype}.items() if v is not None}
     try:

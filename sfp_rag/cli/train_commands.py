@@ -92,9 +92,10 @@ def train(data, corpus, output, resume, **options) -> None:
       sfp-rag train --corpus ../shared/data/beir/scifact -o runs/scifact-adapted --steps 300
       sfp-rag train --data sentences.txt -o runs/sfp --resume
     """
-    from ..train_data import TrainingDataError
-    from ..training import TrainConfig, TrainingDiverged
-    from ..training import train as run_training
+    from ..training.config import TrainConfig
+    from ..training.data import TrainingDataError
+    from ..training.trainer import TrainingDiverged
+    from ..training.trainer import train as run_training
 
     if bool(data) == bool(corpus):
         raise click.UsageError("give exactly one of --data and --corpus")

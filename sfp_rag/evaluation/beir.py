@@ -1,6 +1,6 @@
 """BEIR retrieval evaluation through the production index path, with baselines and hybrid fusion.
 
-Documents (title + text) are chunked and embedded exactly as ``sfp-rag index`` does (``documents.make_splitter``,
+Documents (title + text) are chunked and embedded exactly as ``sfp-rag index`` does (``chunking.make_splitter``,
 ``vector_store.embed_with_store``, ``index.FaissIndex``); a document's score is its best chunk's. Metrics come from
 ``pytrec_eval`` (trec_eval, as BEIR itself computes them): nDCG@10, Recall@100, MAP@100, and MRR@10 (reciprocal
 rank of the run cut at 10). Chunk embeddings are cached under ``cache_dir()/embeddings/<encoder fingerprint>/``,
@@ -127,9 +127,9 @@ def dense_run(
     show_progress: bool | None = None,
 ) -> tuple[Run, dict]:
     """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats."""
-    from ..documents import chunk_text, make_splitter
-    from ..index import FaissIndex
-    from ..vector_store import ShardedVectorStore, embed_with_store
+    from ..retrieval.chunking import chunk_text, make_splitter
+    from ..retrieval.faiss_index import FaissIndex
+    from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
 
     t0 = time.perf_counter()
     splitter = make_splitter(
@@ -183,7 +183,7 @@ def dense_run(
 
 
 def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
-    from ..bm25 import BM25Index
+    from ..retrieval.bm25 import BM25Index
 
     doc_ids = list(data.corpus)
     bm25 = BM25Index.build([data.doc_text(d) for d in doc_ids])
@@ -196,7 +196,7 @@ def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
 
 def fuse(run_a: Run, run_b: Run, depth: int = DEPTH) -> Run:
     """Reciprocal-rank fusion of two document runs (scores are the RRF scores)."""
-    from ..hybrid import rrf_fuse
+    from ..retrieval.fusion import rrf_fuse
 
     out: Run = {}
     for q in run_a.keys() | run_b.keys():

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import require, resolve_device, resolve_dtype
+from .._utils import require, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import (
     CONFIG_NAME,
@@ -266,7 +266,7 @@ def merged_weights(config: EncoderConfig, dtype) -> Path:
     import torch
     from filelock import FileLock
 
-    from ._utils import cache_dir
+    from .._utils import cache_dir
     from .backbones import resolve_model_dir, save_weights
 
     dtype_name = str(dtype).replace("torch.", "")

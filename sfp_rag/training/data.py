@@ -105,7 +105,7 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
 
 
 def _from_datasets(name: str, field: str, split: str) -> list[str]:
-    from ._utils import require
+    from .._utils import require
 
     require("datasets", "Reading a Hugging Face dataset", "pip install 'sfp-rag[train]'")
     import datasets
@@ -148,7 +148,7 @@ def _beir_documents(corpus: Path) -> Iterator[str]:
 
 
 def _folder_documents(folder: Path) -> Iterator[str]:
-    from .documents import SkipFile, read_text, scan_folder
+    from ..retrieval.documents import SkipFile, read_text, scan_folder
 
     scan = scan_folder(folder)
     for f in scan.files:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ._utils import atomic_write_text, require
+from .._utils import atomic_write_text, require
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report"
 def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from .evaluation.sts import format_table
+    from .sts import format_table
 
     rows = {r["label"]: r["scores"] for r in results}
     tasks = [t for t in next(iter(rows.values())) if t != "avg"] + ["avg"]
@@ -89,7 +89,7 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
 
 def _beir_section(results: list[dict]) -> list[str]:
     """One table per dataset and split: the systems of every result file for it, in file order."""
-    from .evaluation.beir import format_beir_table
+    from .beir import format_beir_table
 
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in results:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import is_available, require
+from .._utils import is_available, require
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,44 +146,3 @@ def read_text(file: SourceFile) -> str:
     if not text.strip():
         raise SkipFile("empty (no text)")
     return text
-
-
-# --- chunking ---------------------------------------------------------------------------------------------
-
-
-def make_splitter(count_tokens: Callable[[str], list], chunk_size: int = 256, chunk_overlap: int = 32):
-    """LlamaIndex's sentence-aware splitter, counting tokens with the embedder's tokenizer."""
-    if chunk_size < 16:
-        raise ValueError(f"chunk_size must be at least 16 tokens, got {chunk_size}")
-    if not 0 <= chunk_overlap < chunk_size:
-        raise ValueError(f"chunk_overlap must be in [0, chunk_size), got {chunk_overlap} with chunk_size {chunk_size}")
-    from llama_index.core.node_parser import SentenceSplitter
-
-    return SentenceSplitter(
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-        tokenizer=count_tokens,
-        include_metadata=False,
-        include_prev_next_rel=False,
-    )
-
-
-def chunk_text(splitter, source: str, text: str) -> list[Chunk]:
-    from llama_index.core.schema import Document
-
-    nodes = splitter.get_nodes_from_documents([Document(text=text, id_=source)])
-    return [Chunk(source, i, n.start_char_idx, n.end_char_idx, n.text) for i, n in enumerate(nodes) if n.text.strip()]
-
-
-def iter_chunks(
-    files: list[SourceFile], splitter, skipped: dict[str, str]
-) -> Iterator[tuple[SourceFile, list[Chunk]]]:
-    """Read and chunk each file; files that cannot be read are added to ``skipped`` with the reason."""
-    for f in files:
-        try:
-            text = read_text(f)
-        except SkipFile as reason:
-            skipped[f.relpath] = str(reason)
-            logger.info("skipping %s: %s", f.relpath, reason)
-            continue
-        yield f, chunk_text(splitter, f.relpath, text)

@@ -2,7 +2,7 @@
 (an ``sfp-rag index`` folder as a retriever).
 
     from llama_index.core import Settings, VectorStoreIndex
-    from sfp_rag.llamaindex import SFPEmbedding
+    from sfp_rag.integrations.llamaindex import SFPEmbedding
 
     Settings.embed_model = SFPEmbedding()          # the default model, offline
 
@@ -45,7 +45,7 @@ class SFPEmbedding(BaseEmbedding):
         """Build from settings, or wrap an existing ``SFPEncoder`` passed as ``encoder``."""
         super().__init__(embed_batch_size=embed_batch_size, **data)
         if encoder is None:
-            from .encoder import SFPEncoder
+            from ..embedding.encoder import SFPEncoder
 
             overrides = {
                 k: getattr(self, k)
@@ -100,7 +100,7 @@ class SFPIndexRetriever(BaseRetriever):
         index: index name or folder (as ``sfp-rag query --index``).
         similarity_top_k: chunks per query.
         mode: ``dense``, ``hybrid`` or ``bm25`` (the last two need an index built with ``--hybrid``).
-        searcher: an opened ``pipeline.Searcher`` to reuse instead of opening ``index``.
+        searcher: an opened ``searcher.Searcher`` to reuse instead of opening ``index``.
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class SFPIndexRetriever(BaseRetriever):
         searcher: Any = None,
         **kwargs: Any,
     ) -> None:
-        from .pipeline import Searcher
+        from ..retrieval.searcher import Searcher
 
         super().__init__(**kwargs)
         self.searcher = searcher or Searcher.open(index)

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ._utils import _umask, atomic_write_json
-from .config import CONFIG_NAME, EncoderConfig, save_config
+from .._utils import _umask, atomic_write_json
+from ..embedding.config import CONFIG_NAME, EncoderConfig, save_config
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._utils import require
+from .._utils import require
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._utils import atomic_directory, atomic_write_json, cache_dir, require
+from .._utils import atomic_directory, atomic_write_json, cache_dir, require
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._utils import package_versions, require, resolve_device, seed_everything
+from .._utils import package_versions, require, resolve_device, seed_everything
+from ..embedding.config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig
+from ..embedding.tokenization import PromptTokenizer
 from .checkpoints import (
     append_log,
     latest_checkpoint,
@@ -39,9 +41,8 @@ from .checkpoints import (
     save_checkpoint,
     truncate_log,
 )
-from .config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig, TrainConfig
+from .config import TrainConfig
 from .losses import info_nce
-from .tokenization import PromptTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def build_peft_model(config: TrainConfig, device: str, quantization: str):
     require("peft", "Training", "pip install 'sfp-rag[train]'")
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    from .backbones import load_backbone
+    from ..embedding.backbones import load_backbone
 
     model, tokenizer = load_backbone(
         config.model, device=device, dtype=torch.float32, load_in_4bit=quantization == "nf4"
@@ -130,7 +131,7 @@ def build_peft_model(config: TrainConfig, device: str, quantization: str):
 def resolve_train_autocast(dtype: str, device: str):
     """bf16 autocast for "auto" on bf16-capable CUDA GPUs and on CPUs with AMX/AVX512-BF16 (there it measured 1.45x
     faster per step than fp32: benchmarks/train_cost.py); LoRA weights and optimizer state stay fp32."""
-    from ._utils import cpu_has_fast_bf16
+    from .._utils import cpu_has_fast_bf16
 
     if dtype == "bfloat16":
         return torch.bfloat16
@@ -190,8 +191,8 @@ def train(
     """
     from transformers import get_scheduler
 
-    from .modeling import SFPModel
-    from .train_data import load_texts
+    from ..embedding.modeling import SFPModel
+    from .data import load_texts
 
     dist = _init_distributed()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
@@ -355,7 +356,7 @@ def _model_with_fallback(config: TrainConfig, device: str):
 
 def _smoke_step(model, tokenizer, config: TrainConfig, device: str) -> None:
     """One forward and backward on two short texts (no optimizer step), to find a backend that cannot train."""
-    from .modeling import SFPModel
+    from ..embedding.modeling import SFPModel
 
     step = ObjectiveStep(config, tokenizer, device, distributed=False)
     rng = torch.get_rng_state()
@@ -366,8 +367,8 @@ def _smoke_step(model, tokenizer, config: TrainConfig, device: str) -> None:
 
 
 def _dev_score(sfp, tokenizer, config: TrainConfig, device: str) -> float:
-    from .encoder import SFPEncoder
-    from .evaluation.sts import evaluate_sts
+    from ..embedding.encoder import SFPEncoder
+    from ..evaluation.sts import evaluate_sts
 
     encoder = SFPEncoder(sfp, tokenizer, _inference_config(config, adapter=None), device=device)
     autocast = resolve_train_autocast(config.dtype, device)

@@ -1,4 +1,4 @@
-"""Build an index from a folder of documents, and search it: the two functions the CLI and the examples call.
+"""Build an index from a folder of documents (``build_index``); ``searcher`` answers queries over the result.
 
 ``build_index`` is incremental: files whose content hash is unchanged keep their chunks and vectors, new and changed
 files are read, chunked and embedded, deleted ones are dropped. It is safe to interrupt: vectors are saved in shards
@@ -9,7 +9,6 @@ only once the new one is complete. A lock file keeps a second writer out.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,8 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ._utils import atomic_directory, atomic_write_json, package_versions
-from .collection import (
+from .._utils import atomic_directory, atomic_write_json, package_versions
+from .chunking import iter_chunks, make_splitter
+from .documents import DEFAULT_MAX_FILE_MB, Chunk, scan_folder
+from .faiss_index import DEFAULT_FACTORY, FaissIndex
+from .index_folder import (
     BM25_DIR,
     DOCSTORE,
     FAISS_FILE,
@@ -28,51 +30,20 @@ from .collection import (
     MANIFEST,
     VECTORS,
     Collection,
-    Hit,
     IndexFolderError,
     IndexMismatchError,
+    describe_difference,
+    encoder_section,
 )
-from .documents import DEFAULT_MAX_FILE_MB, Chunk, iter_chunks, make_splitter, scan_folder
-from .index import DEFAULT_FACTORY, FaissIndex
 from .vector_store import ShardedVectorStore, embed_with_store
 
 logger = logging.getLogger(__name__)
 
-INDEX_HOME_ENV = "SFP_RAG_HOME"
 EMBED_GROUP = 1024  # chunks embedded (and saved for resuming) at a time; larger groups sort by length better
 
 
 class IndexBusyError(RuntimeError):
     """Another process is writing the same index."""
-
-
-def index_home() -> Path:
-    """Where named indexes live: $SFP_RAG_HOME, else ./indexes."""
-    return Path(os.environ.get(INDEX_HOME_ENV, "indexes"))
-
-
-def resolve_index_path(name_or_path: str | Path | None) -> Path:
-    """An existing path as is; a bare name under ``index_home()``; None: the only index there is."""
-    if name_or_path is None:
-        home = index_home()
-        names = sorted(p.name for p in home.glob("*") if (p / MANIFEST).exists()) if home.is_dir() else []
-        if len(names) == 1:
-            return home / names[0]
-        if not names:
-            raise IndexFolderError(f"no index in {home}/; build one with: sfp-rag index <docs>")
-        raise IndexFolderError(f"several indexes in {home}/ ({', '.join(names)}); choose one with --index NAME")
-    path = Path(name_or_path).expanduser()
-    if path.exists() or path.is_absolute() or len(path.parts) > 1:
-        return path
-    return index_home() / str(name_or_path)
-
-
-def encoder_section(encoder) -> dict[str, Any]:
-    """What a manifest records of the encoder: its identity, and a config to rebuild it (no device/dtype)."""
-    config = encoder.config.to_dict()
-    for key in ("device", "dtype"):
-        config.pop(key, None)
-    return {"identity": encoder.identity(), "config": config, "probe_ids": encoder.probe_ids()}
 
 
 @dataclass
@@ -266,12 +237,6 @@ def _open_previous(out: Path, encoder) -> Collection | None:
     return old
 
 
-def describe_difference(identity: dict[str, Any], encoder) -> str:
-    mine = encoder.identity()
-    diffs = [f"{k}: index {identity.get(k)!r} vs now {mine.get(k)!r}" for k in mine if identity.get(k) != mine.get(k)]
-    return "; ".join(diffs) or "fingerprints differ"
-
-
 def _docstore_line(c: Chunk) -> bytes:
     import json
 
@@ -318,74 +283,3 @@ def _progress(total: int, enabled: bool | None, desc: str):
     if enabled is None:
         enabled = logger.isEnabledFor(logging.INFO)
     return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled)
-
-
-# --- searching --------------------------------------------------------------------------------------------------
-
-SEARCH_MODES = ("dense", "hybrid", "bm25")
-
-
-class Searcher:
-    """An opened index plus the encoder that built it; keep one around to answer many queries fast."""
-
-    def __init__(self, collection: Collection, encoder) -> None:
-        if encoder is not None and encoder.fingerprint() != collection.fingerprint:
-            raise IndexMismatchError(
-                f"{collection.path} was built by another encoder "
-                f"({describe_difference(collection.manifest['encoder']['identity'], encoder)}); query it with the "
-                "encoder that built it (leave out --model to use it), or rebuild the index"
-            )
-        self.collection = collection
-        self.encoder = encoder
-
-    @classmethod
-    def open(cls, index: str | Path | None = None, encoder=None, **encoder_overrides: Any) -> Searcher:
-        """Open an index; without ``encoder`` the one recorded in its manifest is built (device/dtype overridable)."""
-        collection = Collection.open(resolve_index_path(index))
-        if encoder is None:
-            encoder = _recorded_encoder(collection, encoder_overrides)
-        return cls(collection, encoder)
-
-    def search(self, queries: str | list[str], k: int = 5, mode: str = "dense") -> list[Hit] | list[list[Hit]]:
-        """Top-``k`` chunks for each query (a list of hits, or a list of lists for a list of queries)."""
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
-        single = isinstance(queries, str)
-        qs = [queries] if single else list(queries)
-        if mode == "dense":
-            results = self.collection.search_vectors(self.encoder.encode_queries(qs), k)
-        else:
-            from .hybrid import hybrid_search
-
-            results = hybrid_search(self, qs, k, mode)
-        return results[0] if single else results
-
-
-def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
-    """Rebuild the encoder an index records, starting fast: the tokenizer is parsed in a thread while torch loads,
-    without the transformers wrapper; if its ids differ from those recorded at build time, the transformers
-    tokenizer is used instead."""
-    from .backbones import ModelNotFoundError, load_tokenizer, prefetch_tokenizer, resolve_model_dir
-    from .config import EncoderConfig
-
-    recorded = EncoderConfig.from_dict(collection.manifest["encoder"]["config"], where=str(collection.path))
-    settings = {**recorded.to_dict(), **overrides}
-    try:
-        prefetch_tokenizer(resolve_model_dir(settings["model"]))
-    except ModelNotFoundError:
-        pass  # from_pretrained below reports it
-    from .encoder import SFPEncoder  # imports torch and transformers
-
-    encoder = SFPEncoder.from_pretrained(settings.pop("model"), fast_tokenizer=True, **settings)
-    expected = collection.manifest["encoder"].get("probe_ids")
-    if expected is not None and encoder.probe_ids() != expected:
-        logger.info("the fast tokenizer disagrees with the one that built %s; using transformers'", collection.path)
-        encoder = SFPEncoder(
-            encoder.model, load_tokenizer(encoder.config.model), encoder.config, device=encoder.device
-        )
-    return encoder
-
-
-def search(query: str, index: str | Path | None = None, k: int = 5, **kwargs: Any) -> list[Hit]:
-    """One-shot search: open ``index``, embed ``query``, return the top ``k`` chunks."""
-    return Searcher.open(index, **kwargs).search(query, k)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .index import FaissIndex
+from .faiss_index import FaissIndex
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ FAISS_FILE = "index.faiss"
 VECTORS = "vectors.npy"
 DOCSTORE = "docstore.jsonl"
 FILES = "files.json"
+INDEX_HOME_ENV = "SFP_RAG_HOME"
 BM25_DIR = "bm25"
 
 
@@ -68,6 +70,41 @@ class Hit:
 
 def rebuild_hint(path: Path) -> str:
     return f"rebuild it with: sfp-rag index <docs> --name {path.name} --rebuild"
+
+
+def index_home() -> Path:
+    """Where named indexes live: $SFP_RAG_HOME, else ./indexes."""
+    return Path(os.environ.get(INDEX_HOME_ENV, "indexes"))
+
+
+def resolve_index_path(name_or_path: str | Path | None) -> Path:
+    """An existing path as is; a bare name under ``index_home()``; None: the only index there is."""
+    if name_or_path is None:
+        home = index_home()
+        names = sorted(p.name for p in home.glob("*") if (p / MANIFEST).exists()) if home.is_dir() else []
+        if len(names) == 1:
+            return home / names[0]
+        if not names:
+            raise IndexFolderError(f"no index in {home}/; build one with: sfp-rag index <docs>")
+        raise IndexFolderError(f"several indexes in {home}/ ({', '.join(names)}); choose one with --index NAME")
+    path = Path(name_or_path).expanduser()
+    if path.exists() or path.is_absolute() or len(path.parts) > 1:
+        return path
+    return index_home() / str(name_or_path)
+
+
+def encoder_section(encoder) -> dict[str, Any]:
+    """What a manifest records of the encoder: its identity, and a config to rebuild it (no device/dtype)."""
+    config = encoder.config.to_dict()
+    for key in ("device", "dtype"):
+        config.pop(key, None)
+    return {"identity": encoder.identity(), "config": config, "probe_ids": encoder.probe_ids()}
+
+
+def describe_difference(identity: dict[str, Any], encoder) -> str:
+    mine = encoder.identity()
+    diffs = [f"{k}: index {identity.get(k)!r} vs now {mine.get(k)!r}" for k in mine if identity.get(k) != mine.get(k)]
+    return "; ".join(diffs) or "fingerprints differ"
 
 
 class Collection:

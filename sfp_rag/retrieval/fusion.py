@@ -34,9 +34,9 @@ def fuse_runs(
 
 
 def hybrid_search(searcher, queries: list[str], k: int, mode: str, depth: int = DEFAULT_DEPTH):
-    """Hits for ``queries`` from an opened ``pipeline.Searcher``: ``bm25`` alone, or ``hybrid`` (RRF)."""
+    """Hits for ``queries`` from an opened ``searcher.Searcher``: ``bm25`` alone, or ``hybrid`` (RRF)."""
     from .bm25 import BM25Index
-    from .collection import BM25_DIR, IndexFolderError
+    from .index_folder import BM25_DIR, IndexFolderError
 
     collection = searcher.collection
     if collection._bm25 is None:
