@@ -120,6 +120,32 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("sfp_rag"))
 
 
+class UnwritablePathError(PermissionError):
+    """A folder that output should go to cannot be created or written."""
+
+
+def ensure_writable_dir(folder: str | Path, purpose: str) -> Path:
+    """Create ``folder`` (and its parents) and check that a file can be written in it; raise
+    ``UnwritablePathError`` naming the folder and the reason (a parent that is a file, no permission, a read-only
+    or virtual filesystem) instead of a traceback or a misleading error later."""
+    folder = Path(folder).expanduser()
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UnwritablePathError(f"cannot write {purpose} in {folder}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".sfp-rag-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UnwritablePathError(
+            f"cannot write {purpose} in {folder}: {err.strerror or err} (choose a writable location)"
+        ) from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target`` in one rename.

@@ -176,9 +176,15 @@ def test_train_cli_trains_and_resumes(tmp_path, tiny_model_dir):
     assert "trained 2 steps" in result.output and (tmp_path / "out" / "adapter_model.safetensors").exists()
     again = runner.invoke(main, args)
     assert again.exit_code == 1 and "--resume" in again.output
+    # a finished run cannot be resumed into a longer one (its schedule has ended: it would train nothing) ...
     resumed = runner.invoke(main, [*args[:9], "4", *args[10:], "--resume"])
-    assert resumed.exit_code == 0, resumed.output
-    assert "trained 4 steps" in resumed.output
+    assert resumed.exit_code == 1 and "max_steps: 2 -> 4" in resumed.output and "--model" in resumed.output
+    # ... it is continued from its adapter, with a new schedule, as the message says
+    more = [*args[:9], "4", *args[10:]]
+    more[more.index("--model") + 1], more[more.index("-o") + 1] = str(tmp_path / "out"), str(tmp_path / "more")
+    continued = runner.invoke(main, more)
+    assert continued.exit_code == 0, continued.output
+    assert "trained 4 steps" in continued.output
 
 
 def test_train_cli_user_errors(tmp_path, tiny_model_dir):

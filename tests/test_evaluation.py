@@ -231,5 +231,9 @@ def test_report_builds_markdown_and_plots(tmp_path):
         assert needle in md
     for png in ("sts.png", "alignment_uniformity.png", "loss.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
+    with pytest.raises(ValueError, match=r"other.json is not a result file \(kind None\)"):
+        build_report([res / "other.json"], tmp_path / "empty")  # named directly: an error, not a silent skip
+    (tmp_path / "only-other").mkdir()
+    (tmp_path / "only-other" / "x.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="no result files"):
-        build_report([res / "other.json"], tmp_path / "empty")
+        build_report([tmp_path / "only-other"], tmp_path / "empty")  # found in a folder: skipped

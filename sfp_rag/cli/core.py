@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, ImportError, TypeError, Permission
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose < 2:  # transformers is chatty: its loggers and weight-loading bars stay quiet unless -vv
         logging.getLogger("transformers").setLevel(logging.ERROR)
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
@@ -38,8 +41,36 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
+# Characters a terminal acts on instead of showing: C0/C1 controls (ESC starts colour, screen-clear and title
+# sequences), bidirectional overrides (text that reads differently from what it is), line/paragraph separators and
+# lone surrogates. Shown escaped (\x1b, \u202e) wherever text from documents, file names or errors is printed.
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object, keep: str = "") -> str:
+    """``text`` with every character a terminal would act on replaced by its escape (characters in ``keep`` stay)."""
+
+    def show(ch: str) -> str:
+        if ch in keep:
+            return ch
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in _BIDI:
+            code = ord(ch)
+            return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+        return ch
+
+    text = str(text)
+    return text if text.isprintable() and not _BIDI.intersection(text) else "".join(map(show, text))
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines name files and quote document text: escape what a terminal would act on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), keep="\n")
+
+
 def fail(err: Exception) -> click.ClickException:
-    return click.ClickException(str(err))
+    return click.ClickException(printable(err, keep="\n"))
 
 
 def encoder_options(f):

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import click
 
-from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options, fail, main
+from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options, fail, main, printable
 
 
 @main.command()
 @click.argument("docs", type=click.Path(path_type=Path))
 @click.option(
-    "--name", "-n", default=None, help="Index name under indexes/ (or $SFP_RAG_HOME) [default: the folder's name]."
+    "--name",
+    "-n",
+    default=None,
+    help="Index name in the index home, indexes/ or $SFP_RAG_HOME (letters, digits, . _ -) [default: the folder's "
+    "name].",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the index to this folder instead.")
 @encoder_options
@@ -62,9 +66,14 @@ def index(
       sfp-rag index ./docs --index-type HNSW32 --rebuild
     """
     from ..retrieval.builder import build_index
-    from ..retrieval.index_folder import MANIFEST, Collection, index_home
+    from ..retrieval.index_folder import MANIFEST, Collection, check_index_name, default_index_name, index_home
 
-    target = out or index_home() / (name or Path(docs).resolve().name)
+    if out is not None and name is not None:
+        raise click.UsageError("give either --name (an index in the index home) or --out (a folder), not both")
+    try:
+        target = out or index_home() / (check_index_name(name) if name else default_index_name(docs))
+    except USER_ERRORS as err:
+        raise fail(err) from err
     base = None
     if model is None and not rebuild and (target / MANIFEST).exists():
         try:  # keep updating with the encoder that built the index
@@ -92,15 +101,16 @@ def index(
         return
     click.echo(
         f"indexed {report.files} files ({report.chunks} chunks: {report.embedded} embedded, "
-        f"{report.reused} reused) into {report.path} in {report.seconds:.1f} s"
+        f"{report.reused} reused) into {printable(report.path)} in {report.seconds:.1f} s"
     )
     for label, files in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
         if files and (report.reused or label == "removed"):
-            click.echo(f"  {label}: {len(files)} ({', '.join(files[:5])}{', ...' if len(files) > 5 else ''})")
+            shown = printable(", ".join(files[:5]))
+            click.echo(f"  {label}: {len(files)} ({shown}{', ...' if len(files) > 5 else ''})")
     if report.skipped:
         click.echo(f"skipped {len(report.skipped)} files:")
         for path, reason in sorted(report.skipped.items()):
-            click.echo(f"  {path}: {reason}")
+            click.echo(f"  {printable(path)}: {printable(reason)}")
 
 
 @main.command()
@@ -141,4 +151,4 @@ def query(text, index_name, k, mode, device, dtype, as_json) -> None:
     for rank, h in enumerate(hits, start=1):
         snippet = " ".join(h.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
-        click.echo(f"{rank}. [{h.score:.3f}] {h.source} (chunk {h.chunk})\n   {snippet}")
+        click.echo(f"{rank}. [{h.score:.3f}] {printable(h.source)} (chunk {h.chunk})\n   {printable(snippet)}")

@@ -176,6 +176,52 @@ def converted_gguf_dir(gguf: Path, key: str | None = None) -> Path:
     return target
 
 
+# --- content digests ---------------------------------------------------------------------------------------------
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, remembered per (path, size, mtime, inode) in the cache so that a large weights
+    file is read once, not at every load; any change to the file gives a new key and a fresh digest."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    memo_path = cache_dir() / "digests.json"
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        if not isinstance(memo, dict):
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    if isinstance(memo.get(key), str):
+        return memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    memo[key] = h.hexdigest()
+    try:
+        atomic_write_json(memo_path, memo)
+    except OSError:
+        pass  # a read-only cache only costs the digest again next time
+    return memo[key]
+
+
+def model_digest(name_or_path: str | Path) -> str:
+    """A digest of a backbone's content (config.json and every weights file) for cache keys: two different models
+    in folders of the same name never share an entry. A hub id that is not a local folder digests its name."""
+    model_dir = Path(resolve_model_dir(name_or_path))
+    h = hashlib.sha256()
+    if not model_dir.is_dir():
+        h.update(f"hub:{name_or_path}".encode())
+        return h.hexdigest()
+    for f in sorted(model_dir.iterdir()):
+        if f.name == "config.json" or f.suffix in _WEIGHT_SUFFIXES:
+            h.update(f.name.encode() + b"\0" + file_digest(f).encode() + b"\0")
+    return h.hexdigest()
+
+
 def save_weights(model, target: Path, source: dict[str, Any], extra: Callable[[Path], None] | None = None) -> None:
     """Write ``model`` (a transformers backbone) as config.json + model.safetensors into ``target``, atomically;
     ``sfp_source.json`` (written last) records where the weights came from and marks the folder complete."""

@@ -227,7 +227,15 @@ class SFPEncoder:
 
 
 def resolve_config(model: str | Path | None = None, **overrides: Any) -> EncoderConfig:
-    """The ``EncoderConfig`` that ``from_pretrained(model, **overrides)`` builds from."""
+    """The ``EncoderConfig`` that ``from_pretrained(model, **overrides)`` builds from; local paths (model and
+    adapter) are made absolute, so that what an index records works from any directory."""
+    config = _resolve_config(model, **overrides)
+    if config.adapter and Path(config.adapter).expanduser().exists():
+        config.adapter = str(Path(config.adapter).expanduser().resolve())
+    return config
+
+
+def _resolve_config(model: str | Path | None = None, **overrides: Any) -> EncoderConfig:
     if model is None or model == DEFAULT_MODEL_NAME:
         shipped = default_model_dir()
         if shipped is not None:
@@ -267,10 +275,12 @@ def merged_weights(config: EncoderConfig, dtype) -> Path:
     from filelock import FileLock
 
     from .._utils import cache_dir
-    from .backbones import resolve_model_dir, save_weights
+    from .backbones import model_digest, resolve_model_dir, save_weights
 
     dtype_name = str(dtype).replace("torch.", "")
-    key = f"{Path(resolve_model_dir(config.model)).name}-{_adapter_digest(config.adapter)}-{dtype_name}"
+    # keyed on content, not names: two backbones in folders of the same name must not share merged weights
+    name = Path(resolve_model_dir(config.model)).name
+    key = f"{name}-{model_digest(config.model)[:16]}-{_adapter_digest(config.adapter)}-{dtype_name}"
     target = cache_dir() / "merged" / key
     if (target / "sfp_source.json").exists():
         return target

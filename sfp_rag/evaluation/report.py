@@ -17,28 +17,61 @@ from .._utils import atomic_write_text, require
 logger = logging.getLogger(__name__)
 
 
+# What each kind of result file must hold for its section of the report.
+_REQUIRED = {
+    "sts": {"scores": dict},
+    "beir": {"scores": dict, "dataset": str, "split": str, "queries": int, "documents": int},
+    "space": {"alignment": float, "uniformity": float, "split": str},
+}
+_NOT_A_RESULT = "expected the JSON that `sfp-rag eval ... -o` writes (with a 'kind') or a train_log.jsonl"
+
+
 def read_results(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
-    """Group result files (files or folders of them) by kind; training logs go under "train"."""
+    """Group result files (files or folders of them) by kind; training logs go under "train".
+
+    Files found inside a folder that are not results are skipped (logged); a file named directly that is not a result
+    is an error that says what was expected.
+    """
     groups: dict[str, list[dict[str, Any]]] = {"sts": [], "beir": [], "space": [], "train": []}
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []
     for p in paths:
-        files.extend(sorted(p.rglob("*.json*")) if p.is_dir() else [p])
-    for f in files:
-        if f.name.endswith(".jsonl"):
-            records = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-            groups["train"].append({"label": f.parent.name, "records": records, "path": str(f)})
-            continue
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist; pass result files or folders of them")
+        files.extend([(f, False) for f in sorted(p.rglob("*.json*"))] if p.is_dir() else [(p, True)])
+    for f, named in files:
         try:
-            data = json.loads(f.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{f} is not valid JSON ({err})") from err
-        kind = data.get("kind")
-        if kind in groups:
-            data["label"] = data.get("label") or f.stem
-            groups[kind].append(data)
-        else:
-            logger.info("skipping %s (not an sfp-rag result file)", f)
+            kind, data = _read_result(f)
+        except ValueError as err:
+            if named:
+                raise
+            logger.info("skipping %s (%s)", f, err)
+            continue
+        groups[kind].append(data)
     return groups
+
+
+def _read_result(f: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = f.read_text(encoding="utf-8")
+        if f.name.endswith(".jsonl"):
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if not records or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in records):
+                raise ValueError("its lines are not training-log records with a 'step'")
+            return "train", {"label": f.parent.name, "records": records, "path": str(f)}
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{f} is not a result file: not valid JSON ({err}); {_NOT_A_RESULT}") from None
+    except ValueError as err:
+        raise ValueError(f"{f} is not a result file: {err}; {_NOT_A_RESULT}") from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in _REQUIRED:
+        raise ValueError(f"{f} is not a result file (kind {kind!r}); {_NOT_A_RESULT}")
+    for key, expected in _REQUIRED[kind].items():
+        value = data.get(key)
+        if not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
+            raise ValueError(f"{f} is a damaged {kind} result: {key!r} should be a {expected.__name__}")
+    data["label"] = data.get("label") or f.stem
+    return kind, data
 
 
 def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report") -> Path:

@@ -79,5 +79,15 @@ class BM25Index:
     def load(cls, directory: str | Path) -> BM25Index:
         require("bm25s", "BM25 search", "pip install 'sfp-rag[eval]' (or: pip install bm25s PyStemmer)")
         directory = Path(directory)
-        params = json.loads((directory / _PARAMS).read_text())
-        return cls(_bm25s().BM25.load(str(directory), show_progress=False), params["stem"])
+        try:
+            params = json.loads((directory / _PARAMS).read_text(encoding="utf-8"))
+            if not isinstance(params, dict) or not isinstance(params.get("stem"), bool):
+                raise ValueError(f"{_PARAMS} should hold {{'stem': true|false}}")
+            # bm25s reads numpy arrays with allow_pickle=False and JSON: nothing in the folder is unpickled
+            retriever = _bm25s().BM25.load(str(directory), show_progress=False)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            raise ValueError(
+                f"the BM25 index in {directory} is damaged ({type(err).__name__}: {err}); rebuild the index with "
+                "--hybrid --rebuild"
+            ) from None
+        return cls(retriever, params["stem"])

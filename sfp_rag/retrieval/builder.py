@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import atomic_directory, atomic_write_json, package_versions
+from .._utils import atomic_directory, atomic_write_json, ensure_writable_dir, package_versions
 from .chunking import iter_chunks, make_splitter
 from .documents import DEFAULT_MAX_FILE_MB, Chunk, scan_folder
 from .faiss_index import DEFAULT_FACTORY, FaissIndex
@@ -32,6 +32,7 @@ from .index_folder import (
     Collection,
     IndexFolderError,
     IndexMismatchError,
+    check_build_target,
     describe_difference,
     encoder_section,
 )
@@ -100,7 +101,8 @@ def build_index(
 
     started = time.perf_counter()
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_build_target(out, Path(docs_dir))
+    ensure_writable_dir(out.parent, "the index")
     lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0)
     try:
         lock.acquire()
@@ -223,9 +225,7 @@ def _build_locked(
 
 
 def _open_previous(out: Path, encoder) -> Collection | None:
-    if not (out / MANIFEST).exists():
-        if out.exists() and any(out.iterdir()):
-            raise IndexFolderError(f"{out} exists but is not an sfp-rag index; choose another --name or remove it")
+    if not (out / MANIFEST).exists():  # check_build_target refused a non-empty folder that is not an index
         return None
     old = Collection.open(out)
     if old.fingerprint != encoder.fingerprint():

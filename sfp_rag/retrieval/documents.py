@@ -1,6 +1,7 @@
 """Read a folder of documents and split them into chunks, reporting every file that is skipped and why.
 
-Files are found with LlamaIndex's ``SimpleDirectoryReader`` (recursive, hidden files left out). Rich formats are read
+Files are found by walking the folder (recursive, hidden files left out; symlinks, unreadable folders and index
+folders inside are reported, not silently dropped or followed out of the folder). Rich formats are read
 by LlamaIndex's file readers (``llama-index-readers-file``, the ``docs`` extra): PDF, DOCX, PPTX, EPUB, notebooks and
 HTML (text of ``<body>``). Every other file is read as UTF-8 text, strictly: a binary file (a NUL byte in its first
 8 KiB), a file that is not valid UTF-8, an empty one or one over the size limit is skipped with a reason instead of
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .index_folder import is_index_folder
 
 logger = logging.getLogger(__name__)
 
@@ -60,30 +64,66 @@ class DocumentError(ValueError):
 
 
 def scan_folder(folder: str | Path, max_file_mb: float = DEFAULT_MAX_FILE_MB) -> ScanResult:
-    """List the files under ``folder`` with their content hash; oversized and unreadable files are skipped."""
+    """List the files under ``folder`` with their content hash; what is left out is listed with the reason.
+
+    Hidden files and folders are left out silently (as LlamaIndex's ``SimpleDirectoryReader`` does). Everything else
+    that is not indexed gets a reason: files over the size limit, unreadable files and folders, symlinks that lead
+    outside ``folder`` or to a file already listed (each real file is indexed once), symlinked folders (not
+    followed) and sfp-rag index folders inside ``folder``.
+    """
     root = Path(folder).expanduser()
     if not root.exists():
         raise DocumentError(f"documents folder {root} does not exist")
     if not root.is_dir():
         raise DocumentError(f"{root} is a file; pass the folder that holds the documents")
-    from llama_index.core import SimpleDirectoryReader
-
-    try:
-        paths = SimpleDirectoryReader(input_dir=str(root), recursive=True, exclude_hidden=True).input_files
-    except ValueError as err:  # "No files found in ..."
-        raise DocumentError(f"documents folder {root} holds no (non-hidden) files") from err
+    real_root = root.resolve()
     result = ScanResult()
     limit = int(max_file_mb * 1024 * 1024)
-    for path in sorted(Path(p) for p in paths):
-        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    seen: dict[Path, str] = {}  # real path -> relpath it is indexed under
+    candidates: list[tuple[str, Path]] = []
+
+    def unreadable(err: OSError) -> None:
+        rel = Path(err.filename).absolute().relative_to(root.absolute()).as_posix() if err.filename else "?"
+        result.skipped[rel + "/"] = f"unreadable folder: {err.strerror or err}"
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        here = Path(dirpath)
+        for d in sorted(dirnames):
+            sub = here / d
+            rel = sub.relative_to(root).as_posix()
+            if d.startswith("."):
+                dirnames.remove(d)
+            elif sub.is_symlink():
+                result.skipped[rel + "/"] = "symlink to a folder: not followed (index the real folder instead)"
+            elif is_index_folder(sub):
+                dirnames.remove(d)
+                result.skipped[rel + "/"] = "an sfp-rag index folder: not indexed as documents"
+        candidates.extend(((here / f).relative_to(root).as_posix(), here / f) for f in filenames if f[0] != ".")
+    # plain files first, so that a symlink is the alias and the real file keeps its own name
+    candidates.sort(key=lambda c: (c[1].is_symlink(), c[0]))
+    for rel, path in candidates:
         try:
-            size = path.stat().st_size
+            real = path.resolve(strict=True)
+            if real != real_root and real_root not in real.parents:
+                result.skipped[rel] = "symlink to a file outside the documents folder: not followed"
+                continue
+            if not real.is_file():
+                result.skipped[rel] = "not a regular file"
+                continue
+            if real in seen:
+                result.skipped[rel] = f"alias of {seen[real]} (a symlink to a file already indexed)"
+                continue
+            size = real.stat().st_size
             if size > limit:
                 result.skipped[rel] = f"{size / 2**20:.1f} MB is over the {max_file_mb:g} MB limit (--max-file-mb)"
                 continue
-            result.files.append(SourceFile(path.resolve(), rel, size, file_sha256(path)))
+            result.files.append(SourceFile(real, rel, size, file_sha256(real)))
+            seen[real] = rel
         except OSError as err:
             result.skipped[rel] = f"unreadable: {err.strerror or err}"
+    if not result.files and not result.skipped:
+        raise DocumentError(f"documents folder {root} holds no (non-hidden) files")
+    result.files.sort(key=lambda f: f.relpath)
     return result
 
 

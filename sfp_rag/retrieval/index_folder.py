@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,40 @@ def index_home() -> Path:
     return Path(os.environ.get(INDEX_HOME_ENV, "indexes"))
 
 
+# A name is one path component of safe characters: it can never point outside the index home.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_index_name(name: str) -> str:
+    """Return ``name`` if it is a valid index name, else raise an error that says what a name may hold."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.endswith((".lock", ".partial")):
+        raise IndexFolderError(
+            f"{name!r} is not a valid index name: use letters, digits, '.', '_' and '-' (starting with a letter or "
+            "digit, at most 128 characters); to put an index somewhere else, give a path with --out"
+        )
+    return name
+
+
+def default_index_name(docs: str | Path) -> str:
+    """The name an index of ``docs`` gets when none is given: the folder's name, made safe."""
+    base = Path(docs).expanduser().resolve().name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._")[:128]
+    if not name:
+        raise IndexFolderError(f"cannot derive an index name from {str(docs)!r}; give one with --name")
+    return name
+
+
+def looks_like_path(name_or_path: str | Path) -> bool:
+    """A path is explicit: it has a separator, is absolute, or starts with '.' or '~'. Anything else is a name."""
+    if isinstance(name_or_path, Path):
+        return True
+    text = str(name_or_path)
+    return "/" in text or os.sep in text or text.startswith((".", "~")) or Path(text).is_absolute()
+
+
 def resolve_index_path(name_or_path: str | Path | None) -> Path:
-    """An existing path as is; a bare name under ``index_home()``; None: the only index there is."""
+    """A bare name is an index in ``index_home()`` (never a folder of the current directory); a path (``./x``,
+    ``a/b``, ``/abs``, a ``Path``) is used as it is; None: the only index there is."""
     if name_or_path is None:
         home = index_home()
         names = sorted(p.name for p in home.glob("*") if (p / MANIFEST).exists()) if home.is_dir() else []
@@ -87,10 +120,56 @@ def resolve_index_path(name_or_path: str | Path | None) -> Path:
         if not names:
             raise IndexFolderError(f"no index in {home}/; build one with: sfp-rag index <docs>")
         raise IndexFolderError(f"several indexes in {home}/ ({', '.join(names)}); choose one with --index NAME")
-    path = Path(name_or_path).expanduser()
-    if path.exists() or path.is_absolute() or len(path.parts) > 1:
-        return path
-    return index_home() / str(name_or_path)
+    if looks_like_path(name_or_path):
+        return Path(name_or_path).expanduser()
+    return index_home() / check_index_name(str(name_or_path))
+
+
+def is_index_folder(path: Path) -> bool:
+    """True when ``path`` is an sfp-rag index folder, perhaps a damaged one: a ``manifest.json`` of our format, or a
+    ``manifest.json`` beside at least two of our other parts. Only such a folder may be replaced by a rebuild or
+    deleted; any other folder (one with a web app's ``manifest.json``, say) is left alone."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+            return True
+    except OSError:
+        return False
+    except ValueError:
+        pass
+    return sum((path / part).is_file() for part in (FAISS_FILE, VECTORS, DOCSTORE, FILES)) >= 2
+
+
+def check_build_target(out: Path, docs: Path) -> None:
+    """Refuse an index target that a build would damage: the documents themselves or a folder above them, the index
+    home, a folder holding indexes, a file, or a non-empty folder that is not an sfp-rag index (``--rebuild``
+    included: a rebuild only ever replaces an index)."""
+    target, source = Path(out).expanduser().absolute(), Path(docs).expanduser().absolute()
+    real_target, real_source = target.resolve(), source.resolve()
+    if real_target == real_source or real_target in real_source.parents:
+        raise IndexFolderError(
+            f"the index folder {out} is the documents folder {docs} or holds it: building there would replace the "
+            "documents; choose another --out or --name"
+        )
+    if real_target == index_home().expanduser().resolve() or (target.is_dir() and any_index_inside(target)):
+        raise IndexFolderError(
+            f"{out} is the index home or holds other indexes; an index is one folder inside it (--name NAME)"
+        )
+    if target.exists() and not target.is_dir():
+        raise IndexFolderError(f"{out} is a file, not an index folder; choose another --out or --name")
+    if target.is_dir() and not is_index_folder(target) and any(target.iterdir()):
+        raise IndexFolderError(
+            f"{out} exists but is not an sfp-rag index (no valid {MANIFEST}); it is left alone, --rebuild included: "
+            "choose another --name/--out, or move that folder away yourself"
+        )
+
+
+def any_index_inside(folder: Path) -> bool:
+    try:
+        return any((child / MANIFEST).exists() for child in folder.iterdir() if child.is_dir())
+    except OSError:
+        return False
 
 
 def encoder_section(encoder) -> dict[str, Any]:
@@ -105,6 +184,30 @@ def describe_difference(identity: dict[str, Any], encoder) -> str:
     mine = encoder.identity()
     diffs = [f"{k}: index {identity.get(k)!r} vs now {mine.get(k)!r}" for k in mine if identity.get(k) != mine.get(k)]
     return "; ".join(diffs) or "fingerprints differ"
+
+
+# The manifest fields that readers rely on, with their types: anything else is optional.
+_MANIFEST_FIELDS = {
+    ("fingerprint",): str,
+    ("index",): dict,
+    ("index", "factory"): str,
+    ("index", "ntotal"): int,
+    ("encoder",): dict,
+    ("encoder", "identity"): dict,
+    ("encoder", "config"): dict,
+}
+
+
+def _check_manifest(manifest: dict[str, Any], where: Path) -> None:
+    for keys, kind in _MANIFEST_FIELDS.items():
+        value: Any = manifest
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            raise IndexFolderError(
+                f"{where} is damaged: {'.'.join(keys)} should be a {kind.__name__}, found {value!r:.60}; "
+                f"{rebuild_hint(where.parent)}"
+            )
 
 
 class Collection:
@@ -131,10 +234,10 @@ class Collection:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise IndexFolderError(f"{path / MANIFEST} is damaged ({err}); {rebuild_hint(path)}") from err
-        if manifest.get("format") != FORMAT:
-            raise IndexFolderError(
-                f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}; {rebuild_hint(path)}"
-            )
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise IndexFolderError(f"{path} has format {found!r}, expected {FORMAT!r}; {rebuild_hint(path)}")
+        _check_manifest(manifest, path / MANIFEST)
         for part in (FAISS_FILE, VECTORS, DOCSTORE, FILES):
             if not (path / part).exists():
                 raise IndexFolderError(f"{path / part} is missing; {rebuild_hint(path)}")
@@ -197,7 +300,20 @@ class Collection:
     @property
     def files(self) -> dict[str, Any]:
         if self._files is None:
-            self._files = json.loads((self.path / FILES).read_text(encoding="utf-8"))
+            where = self.path / FILES
+            try:
+                files = json.loads(where.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise IndexFolderError(f"{where} is damaged ({err}); {rebuild_hint(self.path)}") from None
+            entry_keys = {"sha256": str, "size": int, "first_row": int, "chunks": int}
+            if not isinstance(files, dict) or not all(
+                isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in entry_keys.items())
+                for e in files.values()
+            ):
+                raise IndexFolderError(
+                    f"{where} is damaged (expected path -> {sorted(entry_keys)}); {rebuild_hint(self.path)}"
+                )
+            self._files = files
         return self._files
 
     # --- searching -------------------------------------------------------------------------------------------

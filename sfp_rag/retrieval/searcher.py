@@ -10,7 +10,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .index_folder import Collection, Hit, IndexMismatchError, describe_difference, resolve_index_path
+from .index_folder import (
+    Collection,
+    Hit,
+    IndexFolderError,
+    IndexMismatchError,
+    describe_difference,
+    resolve_index_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,14 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
 
     recorded = EncoderConfig.from_dict(collection.manifest["encoder"]["config"], where=str(collection.path))
     settings = {**recorded.to_dict(), **overrides}
+    for key in ("model", "adapter"):
+        value = settings.get(key)
+        if value and (value.startswith((".", "/", "~")) or key == "adapter") and not Path(value).expanduser().exists():
+            raise IndexFolderError(
+                f"{collection.path} was built with the {key} {value!r}, which does not exist here"
+                + (" (a relative path is read from the current directory)" if not Path(value).is_absolute() else "")
+                + "; run from where it was built, or rebuild the index with a model that exists here"
+            )
     try:
         prefetch_tokenizer(resolve_model_dir(settings["model"]))
     except ModelNotFoundError:

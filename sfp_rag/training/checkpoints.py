@@ -3,6 +3,10 @@
 A checkpoint (``checkpoints/step-N``) holds the adapter weights, the optimizer and scheduler state and the RNG state,
 so that ``--resume`` continues with exactly the steps an uninterrupted run would take. It is written into a
 temporary folder and renamed; ``state.json``, written last, marks it complete.
+
+Nothing in a run folder is unpickled: tensors are stored in safetensors files and everything else as JSON, so a run
+folder from someone else is data, never code (a pickle, which ``torch.load(weights_only=False)`` reads, can run
+anything; older torch releases had escapes from ``weights_only=True`` too).
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ def latest_checkpoint(output: str | Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed from: damaged, of an older format, or written by a different run."""
+
+
+_TRAINER_TENSORS = "trainer.safetensors"
+_TRAINER_STATE = "trainer.json"
+
+
 def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any], keep: int) -> Path:
     """Write ``checkpoints/step-N`` atomically (temporary folder, then rename); keep the newest ``keep``."""
     from peft import get_peft_model_state_dict
@@ -43,15 +55,9 @@ def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra:
     tmp.mkdir()
     state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, str(tmp / "adapter.safetensors"))
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        },
-        tmp / "trainer.pt",
-    )
+    tensors, meta = _trainer_state(optimizer, scheduler)
+    save_file(tensors, str(tmp / _TRAINER_TENSORS))
+    atomic_write_json(tmp / _TRAINER_STATE, meta)
     atomic_write_json(tmp / "state.json", {"step": step, **extra})  # written last: marks the folder complete
     final = root / f"step-{step}"
     shutil.rmtree(final, ignore_errors=True)
@@ -62,18 +68,118 @@ def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra:
     return final
 
 
+def _trainer_state(optimizer, scheduler) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer, scheduler and RNG state split into tensors (for safetensors) and plain values (for JSON)."""
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    values: dict[str, dict[str, Any]] = {}
+    for pid, entry in opt["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                values.setdefault(str(pid), {})[name] = value
+    meta = {
+        "format": "sfp-rag-trainer/1",
+        "param_groups": opt["param_groups"],
+        "optimizer_values": values,
+        "scheduler": scheduler.state_dict(),
+    }
+    return tensors, meta
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore a checkpoint written by ``save_checkpoint``; ``CheckpointError`` says what is wrong with it."""
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
-    state = torch.load(path / "trainer.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return json.loads((path / "state.json").read_text())
+    if (path / "trainer.pt").exists() and not (path / _TRAINER_TENSORS).exists():
+        raise CheckpointError(
+            f"{path} was written by an older sfp_rag (trainer.pt, a pickle); it is not loaded, since a pickle can run "
+            "code. Continue from its adapter instead: sfp-rag train --model <run dir> ... (a new schedule)"
+        )
+    try:
+        set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
+        tensors = load_file(str(path / _TRAINER_TENSORS))
+        meta = json.loads((path / _TRAINER_STATE).read_text(encoding="utf-8"))
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("format") != "sfp-rag-trainer/1" or not isinstance(state, dict):
+            raise ValueError(f"{_TRAINER_STATE} or state.json is not of this sfp_rag's format")
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, pid, name = key.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = value
+        for pid, entry in meta["optimizer_values"].items():
+            opt_state.setdefault(int(pid), {}).update(entry)
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.cpu"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be resumed from ({type(err).__name__}: {err}); delete that step-N folder to "
+            "resume from an earlier one, or start a new run"
+        ) from None
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    return state
+
+
+# What a resumed run must share with the run that wrote the checkpoint: the schedule (max_steps shapes the learning
+# rate), the batches (data, batch size, seed) and the objective. Anything else (logging, saving, eval) may change.
+RESUME_KEYS = (
+    "data",
+    "model",
+    "objective",
+    "template",
+    "max_text_tokens",
+    "temperature",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "schedule",
+    "max_steps",
+    "lora_r",
+    "lora_alpha",
+    "seed",
+    "max_train_texts",
+)
+
+
+def run_settings(config) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in RESUME_KEYS}
+
+
+def check_resumable(state: dict[str, Any], config, checkpoint: Path) -> None:
+    """Refuse a ``--resume`` that would not continue the same run: one that already finished (its learning rate has
+    decayed to its end: more steps would do nothing), or one asked to resume with other settings."""
+    step, recorded = state.get("step"), state.get("run")
+    if not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{checkpoint}/state.json has no valid step; delete that folder or start a new run")
+    how = "to train further, start a new run from its adapter: sfp-rag train --model <run dir> -o <new dir> ..."
+    if step >= config.max_steps:
+        raise CheckpointError(
+            f"--resume: this run already reached step {step} (--steps {config.max_steps} asked for); {how}"
+        )
+    if isinstance(recorded, dict):
+        changed = {
+            k: (recorded[k], getattr(config, k))
+            for k in RESUME_KEYS
+            if k in recorded and recorded[k] != getattr(config, k)
+        }
+        if changed:
+            listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise CheckpointError(
+                f"--resume continues the run as it was started, but these settings differ ({listed}); "
+                f"resume with the original settings, or {how}"
+            )
 
 
 # --- the adapter --------------------------------------------------------------------------------------------------

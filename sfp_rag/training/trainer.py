@@ -34,9 +34,11 @@ from ..embedding.config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig
 from ..embedding.tokenization import PromptTokenizer
 from .checkpoints import (
     append_log,
+    check_resumable,
     latest_checkpoint,
     load_checkpoint,
     promote_best,
+    run_settings,
     save_adapter,
     save_checkpoint,
     truncate_log,
@@ -226,6 +228,7 @@ def train(
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {output / 'checkpoints'}")
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        check_resumable(state, config, ckpt)
         start, best = state["step"], state.get("best_dev")
         truncate_log(log_path, start)
         logger.info("resuming from %s (step %d)", ckpt, start)
@@ -307,7 +310,7 @@ def train(
                 model,
                 optimizer,
                 scheduler,
-                {"loss": step_value, "best_dev": best},
+                {"loss": step_value, "best_dev": best, "run": run_settings(config)},
                 config.keep_checkpoints,
             )
         if dist:
