@@ -71,7 +71,7 @@ def index(
     if out is not None and name is not None:
         raise click.UsageError("give either --name (an index in the index home) or --out (a folder), not both")
     try:
-        target = out or index_home() / (check_index_name(name) if name else default_index_name(docs))
+        target = out or index_home() / (check_index_name(name) if name is not None else default_index_name(docs))
     except USER_ERRORS as err:
         raise fail(err) from err
     base = None

@@ -153,6 +153,29 @@ RESUME_KEYS = (
 )
 
 
+_RUN_FILES = (CONFIG_NAME, "train_log.jsonl", "checkpoints", "adapter_config.json", "adapter_model.safetensors")
+
+
+def check_output_dir(output: Path, config) -> None:
+    """A run writes its adapter, log and checkpoints into ``output``: refuse a folder that holds something else (a
+    training run never overwrites files it did not write), and the adapter the run continues from."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"--output {output} is a file; give a folder for the run")
+    if output.is_dir() and not any((output / f).exists() for f in _RUN_FILES):
+        foreign = sorted(p.name for p in output.iterdir() if not p.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise FileExistsError(
+                f"--output {output} already holds other files ({shown}) and is not a training run; give a new or "
+                "empty folder"
+            )
+    if config.init_adapter and output.resolve() == Path(config.init_adapter).resolve():
+        raise FileExistsError(
+            f"--output {output} is the adapter this run continues from; write the continued run to another folder"
+        )
+
+
 def run_settings(config) -> dict[str, Any]:
     return {key: getattr(config, key) for key in RESUME_KEYS}
 

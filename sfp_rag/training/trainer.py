@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._utils import package_versions, require, resolve_device, seed_everything
+from .._utils import ensure_writable_dir, package_versions, require, resolve_device, seed_everything
 from ..embedding.config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig
 from ..embedding.tokenization import PromptTokenizer
 from .checkpoints import (
     append_log,
+    check_output_dir,
     check_resumable,
     latest_checkpoint,
     load_checkpoint,
@@ -204,7 +205,8 @@ def train(
     output = Path(config.output_dir)
     if not resume and latest_checkpoint(output) is not None:
         raise FileExistsError(f"{output} already holds checkpoints; pass --resume to continue, or another --output")
-    output.mkdir(parents=True, exist_ok=True)
+    check_output_dir(output, config)
+    ensure_writable_dir(output, "the training run")
     seed_everything(config.seed)
 
     texts = load_texts(config.data, text_field=config.text_field)
