@@ -101,8 +101,8 @@ def main() -> None:
     sentences = load_sentences(args.sentences)
     model_dir = resolve_model_dir(args.model)
     reference = SFPEncoder.from_pretrained(args.model, template=args.template, device=args.device, dtype="float32")
-    prompts = [reference.prompts.template.render(normalize_sentence(s)).prompt for s in sentences]
-    n_tokens = sum(len(p.input_ids) for p in reference.prompts.tokenize(sentences))
+    prompts = [reference.prompt_tokenizer.template.render(normalize_sentence(s)).prompt for s in sentences]
+    n_tokens = sum(len(p.input_ids) for p in reference.prompt_tokenizer.tokenize(sentences))
     ref_vectors = reference.encode(sentences, batch_size=args.batch_size)
     results: dict[str, dict] = {}
 

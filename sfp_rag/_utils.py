@@ -107,6 +107,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# --- progress -------------------------------------------------------------------------------------------------
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool | None, log: logging.Logger, **kwargs: Any):
+    """A tqdm bar; ``enabled=None`` shows it only when ``log`` is at INFO, there is work and stderr is a terminal
+    (a log file gets no carriage-return frames). ``True`` forces it, ``False`` hides it."""
+    from tqdm.auto import tqdm
+
+    if enabled is None:
+        enabled = log.isEnabledFor(logging.INFO) and total > 0 and _stderr_is_terminal()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, **kwargs)
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 # --- files ----------------------------------------------------------------------------------------------------
 
 

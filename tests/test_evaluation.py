@@ -97,10 +97,18 @@ def test_mrr_is_cut_at_10():
 def test_fusion_equals_reference_rrf():
     a = {"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1}}
     b = {"q": {"d3": 12.0, "d4": 3.0}}
-    fused = fuse(a, b)["q"]
+    fused = fuse(a, b, fusion="rrf")["q"]
     ref = {"d1": 1 / 61, "d2": 1 / 62, "d3": 1 / 63 + 1 / 61, "d4": 1 / 62}
     assert fused == pytest.approx(ref)
     assert list(fused)[0] == "d3"
+
+
+def test_fusion_convex_is_the_default_and_matches_the_index_path():
+    a = {"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1}}
+    b = {"q": {"d3": 12.0, "d4": 3.0}}
+    fused = fuse(a, b, alpha=0.25)["q"]  # dense scaled: d1 1, d2 0.5, d3 0; bm25 scaled: d3 1, d4 0
+    assert fused == pytest.approx({"d1": 0.25, "d2": 0.125, "d3": 0.75, "d4": 0.0})
+    assert list(fused) == ["d3", "d1", "d2", "d4"]
 
 
 # --- dense runs through the index path -------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sfp_rag.retrieval.faiss_index import FaissIndex, brute_force_search, min_training_vectors
-from sfp_rag.retrieval.fusion import fuse_runs, rrf_fuse
+from sfp_rag.retrieval.fusion import check_fusion, convex_fuse, fuse_scores, rrf_fuse
 
 
 def _unit(rng, n, d):
@@ -90,7 +90,36 @@ def test_rrf_equals_a_reference_computed_by_hand():
     assert fused[4] == pytest.approx(1 / 62)
     assert fused[2] == pytest.approx(1 / 63)
     assert [d for d, _ in rrf_fuse([dense, sparse])] == [1, 3, 4, 2]  # 3 and 4 tie on score... 1/61 > 1/62
-    assert fuse_runs(np.array([dense]), np.array([sparse]), k=2)[0] == rrf_fuse([dense, sparse])[:2]
+    by_id = fuse_scores({3: 0.9, 1: 0.8, 2: 0.7}, {1: 5.0, 4: 2.0}, fusion="rrf")
+    assert [d for d, _ in by_id] == [1, 3, 4, 2]
+
+
+def test_convex_fusion_equals_a_brute_force_reference():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        dense = {int(i): float(s) for i, s in zip(rng.choice(30, 10, replace=False), rng.uniform(-1, 1, 10))}
+        sparse = {int(i): float(s) for i, s in zip(rng.choice(30, 8, replace=False), rng.uniform(0, 20, 8))}
+        alpha = float(rng.uniform())
+        ref = {}
+        for d in set(dense) | set(sparse):
+            nd = (dense[d] - min(dense.values())) / (max(dense.values()) - min(dense.values())) if d in dense else 0
+            ns = (
+                (sparse[d] - min(sparse.values())) / (max(sparse.values()) - min(sparse.values()))
+                if d in sparse
+                else 0
+            )
+            ref[d] = alpha * nd + (1 - alpha) * ns
+        fused = convex_fuse(dense, sparse, alpha)
+        assert dict(fused) == pytest.approx(ref)
+        assert [s for _, s in fused] == sorted(ref.values(), reverse=True)
+    # the two ends are the single rankings
+    dense, sparse = {1: 0.9, 2: 0.5, 3: 0.1}, {3: 9.0, 2: 1.0}
+    assert [d for d, _ in convex_fuse(dense, sparse, 1.0)] == [1, 2, 3]
+    assert [d for d, _ in convex_fuse(dense, sparse, 0.0)][0] == 3
+    with pytest.raises(ValueError, match="alpha"):
+        check_fusion("convex", 1.5)
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        check_fusion("max", 0.5)
 
 
 def test_bm25_finds_the_matching_text():

@@ -51,7 +51,7 @@ def test_cached_conversion_equals_direct_gguf_load():
     enc = SFPEncoder.from_pretrained("smollm2-135m", device="cpu", dtype="float32")
     pkg = BUILTIN_MODELS["smollm2-135m"].package_dir()
     direct = AutoModel.from_pretrained(pkg, gguf_file=BUILTIN_MODELS["smollm2-135m"].gguf_name).eval()
-    batch = enc.prompts(["A cat sits on the mat."])
+    batch = enc.prompt_tokenizer(["A cat sits on the mat."])
     with torch.no_grad():
         ours = enc.model(batch).rep2
         theirs = direct(input_ids=batch.input_ids).last_hidden_state[:, -1]

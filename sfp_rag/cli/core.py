@@ -24,10 +24,14 @@ USER_ERRORS = (ValueError, FileNotFoundError, ImportError, TypeError, Permission
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    """Configure logging for a CLI run; called again when -v/-q follow the subcommand (the later call wins)."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
     if verbose < 2:  # transformers is chatty: its loggers and weight-loading bars stay quiet unless -vv
         logging.getLogger("transformers").setLevel(logging.ERROR)
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
@@ -60,6 +64,18 @@ def printable(text: object, keep: str = "") -> str:
 
     text = str(text)
     return text if text.isprintable() and not _BIDI.intersection(text) else "".join(map(show, text))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (a test runner may swap it between runs)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 class _PrintableFormatter(logging.Formatter):
@@ -121,11 +137,39 @@ def build_encoder(model, adapter, template, pooling, device, dtype, base: dict |
 # --- the group ------------------------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _verbosity_callback(ctx: click.Context, param: click.Parameter, value) -> None:
+    if value:  # only when given after the subcommand: the group's own -v/-q stay in force otherwise
+        state = ctx.find_root().meta.setdefault("sfp_rag.verbosity", {"verbose": 0, "quiet": False})
+        state[param.name] = value
+        _setup_logging(state["verbose"], state["quiet"])
+
+
+def _verbosity_params() -> list[click.Option]:
+    return [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_verbosity_callback,
+                     help="More logging (-vv for debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_verbosity_callback,
+                     help="Only warnings and errors."),
+    ]  # fmt: skip
+
+
+class SFPGroup(click.Group):
+    """A group whose commands also take -v/-q after the subcommand name (``sfp-rag index ./docs -q``)."""
+
+    group_class = type  # subgroups are SFPGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+        cmd.params.extend(p for p in _verbosity_params() if not taken.intersection(p.opts))
+        super().add_command(cmd, name)
+
+
+@click.group(cls=SFPGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sfp-rag")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def main(verbose: int, quiet: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """CSE-SFP sentence embeddings for retrieval: index documents, query them, train and evaluate embedders.
 
     \b
@@ -135,6 +179,7 @@ def main(verbose: int, quiet: bool) -> None:
       sfp-rag eval sts --data ../shared/data/senteval
       sfp-rag models
     """
+    ctx.meta["sfp_rag.verbosity"] = {"verbose": verbose, "quiet": quiet}
     _setup_logging(verbose, quiet)
 
 
@@ -221,4 +266,4 @@ def model_label(encoder) -> str:
     c = encoder.config
     if c.adapter:
         return Path(c.adapter).name
-    return f"{Path(c.model).name} {encoder.prompts.template.name}"
+    return f"{Path(c.model).name} {encoder.prompt_tokenizer.template.name}"

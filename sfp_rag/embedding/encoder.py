@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import require, resolve_device, resolve_dtype
+from .._utils import progress_bar, require, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import (
     CONFIG_NAME,
@@ -39,6 +39,17 @@ from .tokenization import PromptTokenizer, check_texts
 logger = logging.getLogger(__name__)
 
 PROBE_TEXT = 'Probe: "Héllo", wörld — 42 naïve café tokens?  €5 日本語 😀'
+
+
+ROLES = {"query": "query", "document": "document", "passage": "document", "corpus": "document", "text": "document"}
+
+
+def _role(name: str | None) -> str:
+    if name is None:
+        return "document"
+    if name not in ROLES:
+        raise ValueError(f"prompt_name must be one of {sorted(ROLES)} or None, got {name!r}")
+    return ROLES[name]
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
@@ -84,7 +95,7 @@ class SFPEncoder:
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
         self.device = device or str(next(self.model.parameters()).device)
-        self.prompts = PromptTokenizer(
+        self.prompt_tokenizer = PromptTokenizer(
             tokenizer,
             self.config.template,
             max_text_tokens=self.config.max_text_tokens,
@@ -133,28 +144,64 @@ class SFPEncoder:
 
     def encode(
         self,
-        texts: str | Sequence[str],
-        *,
+        sentences: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | None = None,
+        normalize_embeddings: bool | None = None,
+        *,
         max_batch_tokens: int | None = None,
         pooling: str | None = None,
-        normalize_embeddings: bool | None = None,
-        show_progress_bar: bool | None = None,
-    ) -> np.ndarray:
-        """Embed ``texts``: float32 ``(N, d)``, or ``(d,)`` for a single string.
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
+        """Embed ``sentences``: float32 ``(N, d)``, or ``(d,)`` for a single string.
+
+        The signature is sentence-transformers' ``encode``, so code written against it (MTEB's model interface, for
+        one) runs unchanged.
 
         Args:
-            texts: a string or a list of strings (empty strings are embedded with an empty slot).
+            sentences: a string or a sequence of strings (empty strings are embedded with an empty slot).
+            prompt_name: ``"query"`` or ``"document"`` (also ``"passage"``, ``"corpus"``, ``"text"``): which role's
+                template to use (see ``prompts``); None: the document template.
+            prompt: a template string with ``{text}`` to use instead of the configured one (two-stage templates mark
+                Rep1 with ``{rep1}``).
             batch_size: rows per forward pass at most.
+            show_progress_bar: None shows one when this module logs at INFO, there are many texts and stderr is a
+                terminal.
+            convert_to_numpy: return a numpy array (the default); False returns a list of tensors.
+            convert_to_tensor: return one torch tensor (overrides ``convert_to_numpy``).
+            device: run on this device (the model is moved there).
+            normalize_embeddings: override the configured L2 normalisation (None: as configured, on by default).
             max_batch_tokens: padded tokens per forward pass at most (None: only ``batch_size`` limits).
             pooling: override the configured pooling (rep2, rep1, mean, concat).
-            normalize_embeddings: override the configured L2 normalisation.
-            show_progress_bar: None shows one when this module logs at INFO and there are many texts.
+            **kwargs: ``task_name`` and ``prompt_type`` (MTEB's names; ``prompt_type`` acts as ``prompt_name``) are
+                accepted; anything else is a ``TypeError``.
         """
-        single = isinstance(texts, str)
-        items = check_texts(texts)
+        prompt_type = kwargs.pop("prompt_type", None)
+        kwargs.pop("task_name", None)
+        if kwargs:
+            raise TypeError(f"encode() got unexpected keyword arguments {sorted(kwargs)}")
+        role = _role(prompt_name if prompt_name is not None else getattr(prompt_type, "value", prompt_type))
+        if device is not None:
+            self.to(device)
+        single = isinstance(sentences, str)
+        items = check_texts(sentences)
         mode = check_pooling(pooling or self.config.pooling)
         normalize = self.config.normalize_embeddings if normalize_embeddings is None else normalize_embeddings
+        out = self._encode(items, self._prompter(role, prompt), mode, normalize, batch_size, max_batch_tokens,
+                           show_progress_bar)  # fmt: skip
+        result = out[0] if single else out
+        if convert_to_tensor:
+            return torch.from_numpy(result)
+        if not convert_to_numpy:
+            return list(torch.from_numpy(out)) if not single else torch.from_numpy(result)
+        return result
+
+    def _encode(self, items, prompter, mode, normalize, batch_size, max_batch_tokens, show_progress_bar) -> np.ndarray:
         if not items:
             return np.zeros((0, pooled_dim(self.model.hidden_size, mode)), dtype=np.float32)
         empty = sum(1 for t in items if not t.strip())
@@ -162,15 +209,15 @@ class SFPEncoder:
             logger.warning(
                 "%d of %d texts are empty or whitespace; they are embedded with an empty slot", empty, len(items)
             )
-        prompts = self.prompts.tokenize(items)
+        prompts = prompter.tokenize(items)
         batches = plan_batches([len(p.input_ids) for p in prompts], batch_size, max_batch_tokens)
         out = np.empty((len(items), pooled_dim(self.model.hidden_size, mode)), dtype=np.float32)
-        if show_progress_bar is None:
-            show_progress_bar = logger.isEnabledFor(logging.INFO) and len(items) >= 256
-        progress = _progress(len(items), show_progress_bar)
+        if show_progress_bar is None and len(items) < 256:
+            show_progress_bar = False  # a few texts: a bar would only flicker
+        progress = progress_bar(len(items), "encode", "text", show_progress_bar, logger)
         with torch.inference_mode():
             for rows in batches:
-                batch = self.prompts.collate([prompts[i] for i in rows]).to(self.device)
+                batch = prompter.collate([prompts[i] for i in rows]).to(self.device)
                 reps = self.model(batch)
                 emb = pool(reps.rep1, reps.rep2, mode).float()  # (b, d)
                 if normalize:
@@ -178,15 +225,62 @@ class SFPEncoder:
                 out[rows] = emb.cpu().numpy()
                 progress.update(len(rows))
         progress.close()
-        return out[0] if single else out
+        return out
+
+    def _prompter(self, role: str, prompt: str | None) -> PromptTokenizer:
+        """The prompt tokenizer for a role, or for an explicit template string."""
+        if prompt is None:
+            return self.prompt_tokenizer  # queries and documents share the template for now
+        return PromptTokenizer(
+            self.tokenizer,
+            prompt,
+            max_text_tokens=self.config.max_text_tokens,
+            normalize_text=self.config.normalize_text,
+        )
 
     def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> np.ndarray:
-        """Embed search queries (same template as documents for now)."""
-        return self.encode(queries, **kwargs)
+        """Embed search queries."""
+        return self.encode(queries, prompt_name="query", **kwargs)
 
     def encode_documents(self, documents: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """Embed documents or chunks to be searched."""
-        return self.encode(documents, **kwargs)
+        return self.encode(documents, prompt_name="document", **kwargs)
+
+    encode_query = encode_queries  # sentence-transformers' names
+    encode_document = encode_documents
+
+    # --- sentence-transformers compatibility --------------------------------------------------------------
+
+    similarity_fn_name = "cosine"
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The template of each role, as sentence-transformers' ``prompts`` (``{text}`` marks the text slot)."""
+        template = self.prompt_tokenizer.template.template
+        return {"query": template, "document": template}
+
+    @property
+    def max_seq_length(self) -> int | None:
+        """Tokens of text kept per input (the prompt around it is extra)."""
+        return self.config.max_text_tokens
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
+    def similarity(self, a: Any, b: Any) -> torch.Tensor:
+        """Cosine similarity matrix ``(len(a), len(b))`` between two sets of embeddings (arrays, tensors or lists)."""
+        a = torch.as_tensor(np.asarray(a, dtype=np.float32))
+        b = torch.as_tensor(np.asarray(b, dtype=np.float32))
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+    def to(self, device: str) -> SFPEncoder:
+        """Move the model to ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...)."""
+        device = resolve_device(device)
+        if device != self.device:
+            self.model.to(device)
+            self.device = device
+        return self
 
     # --- identity and saving ----------------------------------------------------------------------------
 
@@ -197,7 +291,7 @@ class SFPEncoder:
             "model": c.model,
             "adapter": Path(c.adapter).name if c.adapter else None,  # the digest identifies it; paths vary by machine
             "adapter_sha256": _adapter_digest(c.adapter),
-            "template": self.prompts.template.template,
+            "template": self.prompt_tokenizer.template.template,
             "pooling": c.pooling,
             "max_text_tokens": c.max_text_tokens,
             "normalize_text": c.normalize_text,
@@ -207,7 +301,7 @@ class SFPEncoder:
 
     def probe_ids(self) -> list[int]:
         """Token ids of a fixed probe prompt: equal ids mean two tokenizers agree (checked when an index is opened)."""
-        return list(self.prompts.tokenize([PROBE_TEXT])[0].input_ids)
+        return list(self.prompt_tokenizer.tokenize([PROBE_TEXT])[0].input_ids)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -218,7 +312,7 @@ class SFPEncoder:
     def __repr__(self) -> str:
         c = self.config
         return (
-            f"SFPEncoder(model={c.model!r}, adapter={c.adapter!r}, template={self.prompts.template.name!r}, "
+            f"SFPEncoder(model={c.model!r}, adapter={c.adapter!r}, template={self.prompt_tokenizer.template.name!r}, "
             f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r}, dtype={c.dtype!r})"
         )
 
@@ -305,19 +399,3 @@ def _adapter_digest(adapter: str | None) -> str | None:
                     h.update(block)
             return h.hexdigest()[:16]
     return None
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="encode", unit="text")
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import cache_dir, require
+from .._utils import cache_dir, progress_bar, require
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +142,7 @@ def dense_run(
             texts.append(chunk.text)
     t_chunk = time.perf_counter() - t0
     store = ShardedVectorStore(cache_dir() / "embeddings" / encoder.fingerprint(), encoder.dim)
-    from tqdm.auto import tqdm
-
-    if show_progress is None:
-        show_progress = logger.isEnabledFor(logging.INFO)
-    bar = tqdm(total=len(set(texts)), desc=f"embed {data.name}", unit="chunk", disable=not show_progress)
+    bar = progress_bar(len(set(texts)), f"embed {data.name}", "chunk", show_progress, logger)
     vectors = embed_with_store(
         texts,
         lambda t: encoder.encode_documents(t, batch_size=batch_size),
@@ -194,17 +190,17 @@ def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
     }
 
 
-def fuse(run_a: Run, run_b: Run, depth: int = DEPTH) -> Run:
-    """Reciprocal-rank fusion of two document runs (scores are the RRF scores)."""
-    from ..retrieval.fusion import rrf_fuse
+def fuse(dense: Run, sparse: Run, depth: int = DEPTH, fusion: str = "convex", alpha: float | None = None) -> Run:
+    """Fuse a dense and a BM25 document run the way ``sfp-rag query --hybrid`` fuses chunk runs (``fusion``: convex,
+    the default, with ``alpha`` the dense weight; or rrf)."""
+    from ..retrieval.fusion import DEFAULT_ALPHA, check_fusion, fuse_scores
 
-    out: Run = {}
-    for q in run_a.keys() | run_b.keys():
-        ids = sorted(set(run_a.get(q, {})) | set(run_b.get(q, {})))
-        index = {d: i for i, d in enumerate(ids)}
-        rank = lambda run: [index[d] for d, _ in sorted(run.get(q, {}).items(), key=lambda x: -x[1])]  # noqa: E731
-        out[q] = {ids[i]: s for i, s in rrf_fuse([rank(run_a), rank(run_b)])[:depth]}
-    return out
+    alpha = DEFAULT_ALPHA if alpha is None else alpha
+    check_fusion(fusion, alpha)
+    return {
+        q: dict(fuse_scores(dense.get(q, {}), sparse.get(q, {}), fusion, alpha)[:depth])
+        for q in dense.keys() | sparse.keys()
+    }
 
 
 def score_run(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:

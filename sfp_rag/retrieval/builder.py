@@ -1,25 +1,41 @@
-"""Build an index from a folder of documents (``build_index``); ``searcher`` answers queries over the result.
+"""Write indexes: ``build_index`` (sync an index with a folder of documents) and ``update_index`` (add, replace or
+delete single sources: files or texts with metadata); ``searcher`` answers queries over the result.
 
-``build_index`` is incremental: files whose content hash is unchanged keep their chunks and vectors, new and changed
-files are read, chunked and embedded, deleted ones are dropped. It is safe to interrupt: vectors are saved in shards
-as they are computed (``vector_store``), so the next run resumes, and the index folder is replaced in one rename
-only once the new one is complete. A lock file keeps a second writer out.
+Every write is incremental: sources whose content hash (and metadata) is unchanged keep their chunks and vectors,
+new and changed ones are read, chunked and embedded, removed ones are dropped. It is safe to interrupt: vectors are
+saved in shards as they are computed (``vector_store``), so the next run resumes, and the index folder is replaced in
+one rename only once the new one is complete. A lock file keeps a second writer out.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._utils import atomic_directory, atomic_write_json, ensure_writable_dir, package_versions
-from .chunking import iter_chunks, make_splitter
-from .documents import DEFAULT_MAX_FILE_MB, Chunk, scan_folder
+from .._utils import atomic_directory, atomic_write_json, ensure_writable_dir, package_versions, progress_bar
+from ..embedding.tokenization import check_texts
+from .chunking import chunk_text, make_splitter
+from .documents import (
+    DEFAULT_MAX_FILE_MB,
+    Chunk,
+    DocumentError,
+    ScanResult,
+    SkipFile,
+    SourceFile,
+    file_sha256,
+    read_text,
+    scan_folder,
+)
 from .faiss_index import DEFAULT_FACTORY, FaissIndex
 from .index_folder import (
     BM25_DIR,
@@ -64,6 +80,77 @@ class BuildReport:
         return asdict(self)
 
 
+# --- what to index -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """One item to index under a unique id (``source``): a file of a documents folder, a file given by path, or a
+    text. ``read`` returns its text or raises ``SkipFile`` with the reason it cannot be indexed."""
+
+    source: str
+    sha256: str
+    size: int
+    read: Callable[[], str]
+    metadata: dict[str, Any] | None = None
+
+
+def folder_sources(scan: ScanResult) -> list[Source]:
+    return [Source(f.relpath, f.sha256, f.size, functools.partial(read_text, f)) for f in scan.files]
+
+
+def text_sources(
+    texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict[str, Any] | None] | None = None
+) -> list[Source]:
+    """Texts as sources; ``ids`` default to ``text:<sha256 prefix>`` (the same text gets the same id)."""
+    texts = check_texts(texts)
+    ids = list(ids) if ids is not None else [f"text:{hashlib.sha256(t.encode()).hexdigest()[:16]}" for t in texts]
+    metadata = list(metadata) if metadata is not None else [None] * len(texts)
+    if not len(ids) == len(metadata) == len(texts):
+        raise ValueError(f"got {len(texts)} texts, {len(ids)} ids and {len(metadata)} metadata entries; give one each")
+    _check_ids(ids)
+    return [
+        Source(i, hashlib.sha256(t.encode()).hexdigest(), len(t.encode()), functools.partial(str, t), _meta(m))
+        for i, t, m in zip(ids, texts, metadata)
+    ]
+
+
+def file_sources(paths: Sequence[str | Path], metadata: Sequence[dict[str, Any] | None] | None = None) -> list[Source]:
+    """Files given one by one; each is known by its absolute path."""
+    metadata = list(metadata) if metadata is not None else [None] * len(paths)
+    if len(metadata) != len(paths):
+        raise ValueError(f"got {len(paths)} files and {len(metadata)} metadata entries; give one each")
+    out = []
+    for path, meta in zip(paths, metadata):
+        real = Path(path).expanduser().resolve()
+        if not real.is_file():
+            raise DocumentError(f"{path} is not a file")
+        f = SourceFile(real, str(real), real.stat().st_size, file_sha256(real))
+        out.append(Source(f.relpath, f.sha256, f.size, functools.partial(read_text, f), _meta(meta)))
+    _check_ids([s.source for s in out])
+    return out
+
+
+def _check_ids(ids: Sequence[str]) -> None:
+    dupes = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    if dupes:
+        raise ValueError(f"source ids must be unique; repeated: {dupes[:5]}")
+    bad = [i for i in ids if not isinstance(i, str) or not i]
+    if bad:
+        raise ValueError(f"source ids must be non-empty strings, got {bad[:5]!r}")
+
+
+def _meta(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise TypeError(f"metadata must be a dict (JSON-serialisable), got {type(meta).__name__}")
+    try:
+        return json.loads(json.dumps(meta))  # a copy that is sure to round-trip through the docstore
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
+
+
 # --- building ---------------------------------------------------------------------------------------------------
 
 
@@ -81,7 +168,8 @@ def build_index(
     hybrid: bool = False,
     show_progress: bool | None = None,
 ) -> BuildReport:
-    """Index the files under ``docs_dir`` into ``out_dir`` (created or updated in place, atomically).
+    """Index the files under ``docs_dir`` into ``out_dir`` (created or updated in place, atomically): afterwards the
+    index holds exactly the folder's files (new and changed ones embedded, deleted ones dropped).
 
     Args:
         docs_dir: folder of documents (read recursively; see ``documents.py`` for formats).
@@ -91,17 +179,67 @@ def build_index(
         factory: FAISS index factory string (``Flat``, ``HNSW32``, ``IVF256,PQ32``, ...).
         rebuild: ignore an existing index instead of updating it (needed to switch encoder or index type).
         max_file_mb: skip files larger than this.
-        hybrid: also build a BM25 index over the chunks, for ``--hybrid`` search.
+        hybrid: also build a BM25 index over the chunks, for ``hybrid`` and ``bm25`` search.
 
     Raises:
+        IndexFolderError: ``out_dir`` cannot be used (see ``index_folder.check_build_target``).
         IndexMismatchError: ``out_dir`` holds an index of another encoder and ``rebuild`` is False.
         IndexBusyError: another process is writing ``out_dir``.
     """
+    docs = Path(docs_dir)
+    check_build_target(Path(out_dir), docs)
+    scan = scan_folder(docs, max_file_mb=max_file_mb)
+    options = dict(chunk_size=chunk_size, chunk_overlap=chunk_overlap, factory=factory, batch_size=batch_size)
+    return _locked_write(
+        Path(out_dir), encoder, folder_sources(scan), dict(scan.skipped), sync=True, delete=(), docs=docs,
+        rebuild=rebuild, hybrid=hybrid, show_progress=show_progress, **options,
+    )  # fmt: skip
+
+
+def update_index(
+    out_dir: str | Path,
+    encoder,
+    *,
+    add: Sequence[Source] = (),
+    delete: Sequence[str] = (),
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    factory: str | None = None,
+    batch_size: int = 32,
+    hybrid: bool | None = None,
+    show_progress: bool | None = None,
+) -> BuildReport:
+    """Add (or replace) ``add`` and drop the sources in ``delete``; every other source stays as it is. An index that
+    does not exist yet is created from ``add``. Unset options keep the index's own (chunking, factory, hybrid)."""
+    out = Path(out_dir)
+    delete = list(delete)
+    old = Collection.open(out) if (out / MANIFEST).exists() else None
+    if old is None and delete:
+        raise IndexFolderError(f"no index at {out} to delete from")
+    if old is not None:
+        unknown = sorted(set(delete) - set(old.files))
+        if unknown:
+            raise KeyError(f"not in {out}: {unknown[:5]}; list the sources with Index.info()['sources']")
+    recorded = old.manifest if old is not None else {}
+    chunking = recorded.get("chunking", {})
+    options = dict(
+        chunk_size=chunk_size or chunking.get("chunk_size", 256),
+        chunk_overlap=chunking.get("chunk_overlap", 32) if chunk_overlap is None else chunk_overlap,
+        factory=factory or recorded.get("index", {}).get("factory", DEFAULT_FACTORY),
+        batch_size=batch_size,
+    )
+    hybrid = bool(recorded.get("hybrid")) if hybrid is None else hybrid
+    docs = recorded.get("docs_dir")
+    return _locked_write(
+        out, encoder, list(add), {}, sync=False, delete=delete, docs=Path(docs) if docs else None, rebuild=False,
+        hybrid=hybrid, show_progress=show_progress, **options,
+    )  # fmt: skip
+
+
+def _locked_write(out: Path, encoder, sources, skipped, **kw) -> BuildReport:
     from filelock import FileLock, Timeout
 
     started = time.perf_counter()
-    out = Path(out_dir)
-    check_build_target(out, Path(docs_dir))
     ensure_writable_dir(out.parent, "the index")
     lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0)
     try:
@@ -111,62 +249,84 @@ def build_index(
             f"another process is writing {out} (lock {lock.lock_file}); wait for it to finish and run again"
         ) from None
     try:
-        report = _build_locked(
-            Path(docs_dir),
-            encoder,
-            out,
-            chunk_size,
-            chunk_overlap,
-            factory,
-            rebuild,
-            max_file_mb,
-            batch_size,
-            hybrid,
-            show_progress,
-        )
+        report = _write(out, encoder, sources, skipped, **kw)
     finally:
         lock.release()
     report.seconds = round(time.perf_counter() - started, 2)
     return report
 
 
-def _build_locked(
-    docs, encoder, out, chunk_size, chunk_overlap, factory, rebuild, max_file_mb, batch_size, hybrid, show_progress
+def _write(
+    out: Path,
+    encoder,
+    sources: list[Source],
+    skipped: dict[str, str],
+    *,
+    sync: bool,
+    delete: Sequence[str],
+    docs: Path | None,
+    chunk_size: int,
+    chunk_overlap: int,
+    factory: str,
+    batch_size: int,
+    rebuild: bool,
+    hybrid: bool,
+    show_progress: bool | None,
 ) -> BuildReport:
-    scan = scan_folder(docs, max_file_mb=max_file_mb)
+    """The one writer behind every change. ``sync``: the index ends up holding exactly ``sources`` (a folder run);
+    otherwise ``sources`` are added or replaced, ``delete`` dropped and the rest kept."""
     chunking = {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
     old = None if rebuild else _open_previous(out, encoder)
     hybrid = hybrid or bool(old is not None and old.manifest.get("hybrid"))  # an update keeps the BM25 index
     if old is not None and old.manifest.get("chunking") != chunking:
+        if not sync:
+            raise IndexFolderError(f"{out} was chunked with {old.manifest.get('chunking')}; update it with the same")
         logger.info("chunking changed (%s -> %s): re-chunking every file", old.manifest.get("chunking"), chunking)
         old = None
     if old is not None and old.manifest["index"]["factory"] != factory:
         logger.info("index type changed to %s: the index is rebuilt from the stored vectors", factory)
     old_files = old.files if old is not None else {}
+    given = {s.source: s for s in sources}
+    if sync:
+        order = list(given)
+    else:  # old order, replaced sources in place, new ones at the end
+        order = [r for r in old_files if r not in delete] + [r for r in given if r not in old_files]
 
-    report = BuildReport(path=str(out), skipped=dict(scan.skipped))
-    reuse = {f.relpath for f in scan.files if old_files.get(f.relpath, {}).get("sha256") == f.sha256}
-    todo = [f for f in scan.files if f.relpath not in reuse]
-    current = {f.relpath for f in scan.files}
-    report.removed = sorted(set(old_files) - current)
-    report.changed = sorted(f.relpath for f in todo if f.relpath in old_files)
-    report.added = sorted(f.relpath for f in todo if f.relpath not in old_files)
+    def unchanged(rel: str) -> bool:
+        entry = old_files.get(rel)
+        if entry is None:
+            return False
+        s = given.get(rel)
+        return s is None or (entry["sha256"] == s.sha256 and entry.get("metadata") == s.metadata)
+
+    report = BuildReport(path=str(out), skipped=dict(skipped))
+    reuse = {r for r in order if unchanged(r)}
+    todo = [given[r] for r in order if r not in reuse]
+    report.removed = sorted(set(old_files) - set(order))
+    report.changed = sorted(s.source for s in todo if s.source in old_files)
+    report.added = sorted(s.source for s in todo if s.source not in old_files)
 
     splitter = make_splitter(
         lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
     )
     new_chunks: dict[str, list[Chunk]] = {}
-    for f, chunks in iter_chunks(todo, splitter, report.skipped):
+    for s in todo:
+        try:
+            chunks = chunk_text(splitter, s.source, s.read())
+        except SkipFile as reason:
+            report.skipped[s.source] = str(reason)
+            logger.info("skipping %s: %s", s.source, reason)
+            continue
         if chunks:
-            new_chunks[f.relpath] = chunks
+            new_chunks[s.source] = chunks
         else:
-            report.skipped[f.relpath] = "no text left after chunking"
+            report.skipped[s.source] = "no text left after chunking"
     report.added = [r for r in report.added if r in new_chunks]
     report.changed = [r for r in report.changed if r in new_chunks]
     texts = [c.text for cs in new_chunks.values() for c in cs]
     work = out.parent / f".{out.name}.partial"
     store = ShardedVectorStore(work, encoder.dim)
-    progress = _progress(len(set(texts)), show_progress, "embedding chunks")
+    progress = progress_bar(len(set(texts)), "embedding chunks", "chunk", show_progress, logger)
     vectors = embed_with_store(
         texts,
         lambda t: encoder.encode_documents(t, batch_size=batch_size, show_progress_bar=False),
@@ -178,36 +338,40 @@ def _build_locked(
     progress.close()
     report.embedded = len(texts)
 
-    indexed = [f for f in scan.files if f.relpath in reuse or f.relpath in new_chunks]
+    indexed = [r for r in order if r in reuse or r in new_chunks]
     if not indexed:
-        raise IndexFolderError(f"nothing to index in {docs}: every file was skipped ({len(report.skipped)} files)")
+        if not sync and old is not None:
+            raise IndexFolderError(f"this would leave {out} empty; delete the index instead (sfp-rag indexes delete)")
+        where = docs if docs is not None else "the given sources"
+        raise IndexFolderError(f"nothing to index in {where}: every file was skipped ({len(report.skipped)} files)")
     new_rows = {}
     pos = 0
     for rel, cs in new_chunks.items():
         new_rows[rel] = vectors[pos : pos + len(cs)]
         pos += len(cs)
     with atomic_directory(out) as tmp:
-        n = sum(
-            len(new_chunks[f.relpath]) if f.relpath in new_chunks else old_files[f.relpath]["chunks"] for f in indexed
-        )
+        n = sum(len(new_chunks[r]) if r in new_chunks else old_files[r]["chunks"] for r in indexed)
         matrix = np.lib.format.open_memmap(tmp / VECTORS, mode="w+", dtype=np.float32, shape=(n, encoder.dim))
         old_vectors = old.vectors() if old is not None else None
         files_table: dict[str, Any] = {}
         row = 0
         with open(tmp / DOCSTORE, "wb") as docstore:
-            for f in indexed:
-                if f.relpath in new_chunks:
-                    cs = new_chunks[f.relpath]
-                    matrix[row : row + len(cs)] = new_rows[f.relpath]
-                    lines = [_docstore_line(c) for c in cs]
+            for rel in indexed:
+                if rel in new_chunks:
+                    cs, s = new_chunks[rel], given[rel]
+                    matrix[row : row + len(cs)] = new_rows[rel]
+                    lines = [_docstore_line(c, s.metadata) for c in cs]
+                    entry = {"sha256": s.sha256, "size": s.size}
+                    if s.metadata is not None:
+                        entry["metadata"] = s.metadata
                 else:
-                    entry = old_files[f.relpath]
+                    entry = dict(old_files[rel])
                     first, count = entry["first_row"], entry["chunks"]
                     matrix[row : row + count] = old_vectors[first : first + count]
                     lines = [old._docstore_lines()[i] for i in range(first, first + count)]
                     report.reused += count
                 docstore.write(b"\n".join(lines) + b"\n")
-                files_table[f.relpath] = {"sha256": f.sha256, "size": f.size, "first_row": row, "chunks": len(lines)}
+                files_table[rel] = {**entry, "first_row": row, "chunks": len(lines)}
                 row += len(lines)
         matrix.flush()
         faiss_index = FaissIndex.build(np.asarray(matrix), factory)
@@ -237,29 +401,32 @@ def _open_previous(out: Path, encoder) -> Collection | None:
     return old
 
 
-def _docstore_line(c: Chunk) -> bytes:
-    import json
-
-    return json.dumps(
-        {"source": c.source, "chunk": c.index, "start": c.start, "end": c.end, "text": c.text}, ensure_ascii=False
-    ).encode("utf-8")
+def _docstore_line(c: Chunk, metadata: dict[str, Any] | None = None) -> bytes:
+    record = {"source": c.source, "chunk": c.index, "start": c.start, "end": c.end, "text": c.text}
+    if metadata is not None:
+        record["metadata"] = metadata
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
 
 
 def _all_texts(folder: Path) -> list[str]:
-    import json
-
     return [json.loads(line)["text"] for line in (folder / DOCSTORE).read_bytes().splitlines()]
 
 
 def _manifest(
-    docs: Path, encoder, faiss_index: FaissIndex, chunking, report: BuildReport, hybrid: bool, old: Collection | None
+    docs: Path | None,
+    encoder,
+    faiss_index: FaissIndex,
+    chunking,
+    report: BuildReport,
+    hybrid: bool,
+    old: Collection | None,
 ) -> dict[str, Any]:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return {
         "format": FORMAT,
         "created": old.manifest.get("created", now) if old is not None else now,
         "updated": now,
-        "docs_dir": str(docs.resolve()),
+        "docs_dir": str(docs.resolve()) if docs is not None else None,
         "fingerprint": encoder.fingerprint(),
         "encoder": encoder_section(encoder),
         "index": {
@@ -275,11 +442,3 @@ def _manifest(
             "sfp-rag", "torch", "transformers", "faiss-cpu", "faiss-gpu-cu12", "llama-index-core", "peft"
         ),
     }
-
-
-def _progress(total: int, enabled: bool | None, desc: str):
-    from tqdm.auto import tqdm
-
-    if enabled is None:
-        enabled = logger.isEnabledFor(logging.INFO)
-    return tqdm(total=total, desc=desc, unit="chunk", disable=not enabled)

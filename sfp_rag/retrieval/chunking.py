@@ -5,9 +5,9 @@ embedder's own tokenizer, so a chunk's size is what the encoder sees (before the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from .documents import Chunk, SkipFile, SourceFile, read_text
+from .documents import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +34,3 @@ def chunk_text(splitter, source: str, text: str) -> list[Chunk]:
 
     nodes = splitter.get_nodes_from_documents([Document(text=text, id_=source)])
     return [Chunk(source, i, n.start_char_idx, n.end_char_idx, n.text) for i, n in enumerate(nodes) if n.text.strip()]
-
-
-def iter_chunks(
-    files: list[SourceFile], splitter, skipped: dict[str, str]
-) -> Iterator[tuple[SourceFile, list[Chunk]]]:
-    """Read and chunk each file; files that cannot be read are added to ``skipped`` with the reason."""
-    for f in files:
-        try:
-            text = read_text(f)
-        except SkipFile as reason:
-            skipped[f.relpath] = str(reason)
-            logger.info("skipping %s: %s", f.relpath, reason)
-            continue
-        yield f, chunk_text(splitter, f.relpath, text)

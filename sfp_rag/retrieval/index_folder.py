@@ -56,6 +56,7 @@ class Hit:
     start: int | None
     end: int | None
     text: str
+    metadata: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class Hit:
             "end": self.end,
             "text": self.text,
             "row": self.row,
+            "metadata": self.metadata or {},
         }
 
 
@@ -320,7 +322,27 @@ class Collection:
 
     def hit(self, row: int, score: float) -> Hit:
         r = self.record(row)
-        return Hit(float(score), int(row), r["source"], r["chunk"], r.get("start"), r.get("end"), r["text"])
+        return Hit(
+            float(score), int(row), r["source"], r["chunk"], r.get("start"), r.get("end"), r["text"], r.get("metadata")
+        )
+
+    @property
+    def has_bm25(self) -> bool:
+        return (self.path / BM25_DIR).is_dir()
+
+    @property
+    def bm25(self):
+        """The BM25 index (built with ``hybrid``), loaded on first use."""
+        if self._bm25 is None:
+            from .bm25 import BM25Index
+
+            if not self.has_bm25:
+                raise IndexFolderError(
+                    f"{self.path} has no BM25 index; rebuild it with: sfp-rag index <docs> --name {self.path.name} "
+                    "--hybrid --rebuild"
+                )
+            self._bm25 = BM25Index.load(self.path / BM25_DIR)
+        return self._bm25
 
     def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Dense top-``k`` for each query vector."""

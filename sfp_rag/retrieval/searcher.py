@@ -7,9 +7,12 @@ way the index was. Dense search is FAISS over the index's vectors; ``hybrid`` an
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..embedding.tokenization import check_texts
+from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, check_fusion, hybrid_search
 from .index_folder import (
     Collection,
     Hit,
@@ -22,10 +25,30 @@ from .index_folder import (
 logger = logging.getLogger(__name__)
 
 SEARCH_MODES = ("dense", "hybrid", "bm25")
+# What a hit's score is, by mode (also in --help, the README and every JSON answer).
+SCORE_KINDS = {
+    "dense": "cosine similarity of query and chunk embeddings (-1..1, higher is closer)",
+    "bm25": "BM25 keyword score (0 and up, unbounded; higher matches more query terms)",
+    "hybrid": "fused score (convex: alpha*dense + (1-alpha)*BM25 after min-max scaling, 0..1; rrf: sum 1/(60+rank))",
+}
+
+
+def default_mode(collection: Collection) -> str:
+    """``hybrid`` where the index has BM25 (it measured best on the tuning split), else ``dense``."""
+    return "hybrid" if collection.has_bm25 else "dense"
+
+
+def check_mode(mode: str | None) -> str | None:
+    if mode is not None and mode not in SEARCH_MODES:
+        raise ValueError(f"mode must be one of {SEARCH_MODES} (or None for the index's default), got {mode!r}")
+    return mode
 
 
 class Searcher:
-    """An opened index plus the encoder that built it; keep one around to answer many queries fast."""
+    """An opened index plus the encoder that built it; keep one around to answer many queries fast.
+
+    ``encoder`` may be None for an index searched by BM25 only (no model is loaded then).
+    """
 
     def __init__(self, collection: Collection, encoder) -> None:
         if encoder is not None and encoder.fingerprint() != collection.fingerprint:
@@ -36,27 +59,56 @@ class Searcher:
             )
         self.collection = collection
         self.encoder = encoder
+        self._overrides: dict[str, Any] = {}
 
     @classmethod
-    def open(cls, index: str | Path | None = None, encoder=None, **encoder_overrides: Any) -> Searcher:
-        """Open an index; without ``encoder`` the one recorded in its manifest is built (device/dtype overridable)."""
+    def open(
+        cls, index: str | Path | None = None, encoder=None, lazy: bool = False, **encoder_overrides: Any
+    ) -> Searcher:
+        """Open an index; without ``encoder`` the one recorded in its manifest is built (device/dtype overridable),
+        at once or, with ``lazy=True``, on the first search that needs it (a BM25-only search never does)."""
         collection = Collection.open(resolve_index_path(index))
-        if encoder is None:
-            encoder = _recorded_encoder(collection, encoder_overrides)
-        return cls(collection, encoder)
+        searcher = cls(collection, encoder)
+        searcher._overrides = encoder_overrides
+        if encoder is None and not lazy:
+            searcher.load_encoder()
+        return searcher
 
-    def search(self, queries: str | list[str], k: int = 5, mode: str = "dense") -> list[Hit] | list[list[Hit]]:
-        """Top-``k`` chunks for each query (a list of hits, or a list of lists for a list of queries)."""
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+    def load_encoder(self):
+        if self.encoder is None:
+            self.encoder = _recorded_encoder(self.collection, self._overrides)
+        return self.encoder
+
+    def search(
+        self,
+        queries: str | Sequence[str],
+        k: int = 5,
+        mode: str | None = None,
+        *,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Top-``k`` chunks for each query (a list of hits, or a list of lists for a list of queries).
+
+        Args:
+            mode: ``dense``, ``hybrid`` or ``bm25``; None: ``hybrid`` where the index has BM25, else ``dense``.
+            fusion, alpha: how ``hybrid`` fuses (see ``fusion``).
+        """
+        check_mode(mode)
+        check_fusion(fusion, alpha)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        mode = mode or default_mode(self.collection)
         single = isinstance(queries, str)
-        qs = [queries] if single else list(queries)
+        qs = check_texts(queries)
+        if any(not q.strip() for q in qs):
+            raise ValueError("a query is empty; give some text to search for")
+        if mode != "bm25":
+            self.load_encoder()
         if mode == "dense":
             results = self.collection.search_vectors(self.encoder.encode_queries(qs), k)
         else:
-            from .fusion import hybrid_search
-
-            results = hybrid_search(self, qs, k, mode)
+            results = hybrid_search(self, qs, k, mode, fusion=fusion, alpha=alpha)
         return results[0] if single else results
 
 
@@ -93,6 +145,14 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
     return encoder
 
 
-def search(query: str, index: str | Path | None = None, k: int = 5, **kwargs: Any) -> list[Hit]:
-    """One-shot search: open ``index``, embed ``query``, return the top ``k`` chunks."""
-    return Searcher.open(index, **kwargs).search(query, k)
+def search(
+    query: str | Sequence[str],
+    index: str | Path | None = None,
+    k: int = 5,
+    mode: str | None = None,
+    **encoder_overrides: Any,
+) -> list[Hit] | list[list[Hit]]:
+    """One-shot search: open ``index`` (a name in the index home, or a path), embed ``query``, return the top ``k``
+    chunks; ``mode`` as ``Searcher.search``. For many queries keep a ``Searcher`` (or ``Index``) open instead."""
+    check_mode(mode)
+    return Searcher.open(index, lazy=True, **encoder_overrides).search(query, k, mode)

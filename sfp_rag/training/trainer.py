@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._utils import ensure_writable_dir, package_versions, require, resolve_device, seed_everything
+from .._utils import ensure_writable_dir, package_versions, progress_bar, require, resolve_device, seed_everything
 from ..embedding.config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig
 from ..embedding.tokenization import PromptTokenizer
 from .checkpoints import (
@@ -187,7 +187,8 @@ def train(
         config: the run's settings.
         resume: continue from the newest complete checkpoint in ``config.output_dir``.
         callback: called as ``callback(step, loss)`` after every optimizer step (e.g. for custom logging).
-        show_progress: progress bar (None: when this module logs at INFO).
+        show_progress: progress bar (None: when this module logs at INFO and stderr is a terminal; otherwise a log
+            line per ``log_every`` steps gives step, loss, steps/s and ETA).
 
     Raises:
         TrainingDiverged: the loss became NaN/inf; the last good checkpoint is kept.
@@ -237,17 +238,10 @@ def train(
     elif rank == 0:
         log_path.unlink(missing_ok=True)
 
-    if show_progress is None:
-        show_progress = logger.isEnabledFor(logging.INFO)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=config.max_steps,
+    bar = progress_bar(
+        config.max_steps, f"train {config.objective}", "step", show_progress if rank == 0 else False, logger,
         initial=start,
-        desc=f"train {config.objective}",
-        unit="step",
-        disable=not show_progress or rank != 0,
-    )
+    )  # fmt: skip
     window: list[float] = []
     t0 = time.perf_counter()
     window_start, window_examples, window_tokens = t0, 0, 0
@@ -297,6 +291,12 @@ def train(
                     "elapsed_s": round(now - t0, 2),
                 },
             )
+            if bar.disable:  # no bar (a log file, a pipe): a line per log interval says how the run goes
+                rate = (step - start) / (now - t0)
+                logger.info(
+                    "step %d/%d  loss %.4f  %.2f steps/s  ETA %s",
+                    step, config.max_steps, np.mean(window), rate, _clock((config.max_steps - step) / rate),
+                )  # fmt: skip
             window, window_start, window_examples, window_tokens = [], now, 0, 0
         if config.eval_every and step % config.eval_every == 0:
             dev = _dev_score(sfp, tokenizer, config, device)
@@ -395,6 +395,11 @@ def _inference_config(config: TrainConfig, adapter: str | None) -> EncoderConfig
         pooling=config.pooling,
         max_text_tokens=INFERENCE_MAX_TEXT_TOKENS,
     )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _average_gradients(params: list[torch.nn.Parameter], dist, world: int) -> None:
