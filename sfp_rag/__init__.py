@@ -6,7 +6,7 @@ below it; ``tests/test_layout.py`` enforces it):
 
     _utils        helpers with no sfp_rag imports
     embedding     text -> prompt -> tokens -> model -> Rep1/Rep2 -> vectors (SFPEncoder)
-    retrieval     documents, chunks, FAISS/BM25 indexes, fusion, build_index, Searcher
+    retrieval     documents, chunks, FAISS/BM25 indexes, fusion, build_index, Searcher, Index
     evaluation    STS, BEIR, semantic space, reference encoders, report
     training      losses, training data, the loop, checkpoints (uses evaluation for dev checks)
     integrations  LlamaIndex
@@ -37,6 +37,7 @@ _EXPORTS = {
     "train": "training.trainer",
     "FaissIndex": "retrieval.faiss_index",
     "build_index": "retrieval.builder",
+    "Index": "retrieval.index",
     "Searcher": "retrieval.searcher",
     "search": "retrieval.searcher",
     "SFPEmbedding": "integrations.llamaindex",

@@ -212,6 +212,7 @@ def update_index(
     """Add (or replace) ``add`` and drop the sources in ``delete``; every other source stays as it is. An index that
     does not exist yet is created from ``add``. Unset options keep the index's own (chunking, factory, hybrid)."""
     out = Path(out_dir)
+    check_build_target(out)
     delete = list(delete)
     old = Collection.open(out) if (out / MANIFEST).exists() else None
     if old is None and delete:

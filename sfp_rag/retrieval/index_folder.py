@@ -143,13 +143,14 @@ def is_index_folder(path: Path) -> bool:
     return sum((path / part).is_file() for part in (FAISS_FILE, VECTORS, DOCSTORE, FILES)) >= 2
 
 
-def check_build_target(out: Path, docs: Path) -> None:
+def check_build_target(out: Path, docs: Path | None = None) -> None:
     """Refuse an index target that a build would damage: the documents themselves or a folder above them, the index
     home, a folder holding indexes, a file, or a non-empty folder that is not an sfp-rag index (``--rebuild``
     included: a rebuild only ever replaces an index)."""
-    target, source = Path(out).expanduser().absolute(), Path(docs).expanduser().absolute()
-    real_target, real_source = target.resolve(), source.resolve()
-    if real_target == real_source or real_target in real_source.parents:
+    target = Path(out).expanduser().absolute()
+    real_target = target.resolve()
+    real_source = Path(docs).expanduser().resolve() if docs is not None else None
+    if real_source is not None and (real_target == real_source or real_target in real_source.parents):
         raise IndexFolderError(
             f"the index folder {out} is the documents folder {docs} or holds it: building there would replace the "
             "documents; choose another --out or --name"
