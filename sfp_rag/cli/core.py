@@ -174,10 +174,19 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
     \b
     Examples:
-      sfp-rag index ./docs --name docs
+      sfp-rag index ./docs                      # -> the index "docs" in indexes/
       sfp-rag query "how do I reset my password?" --index docs
+      sfp-rag indexes                           # list them
       sfp-rag eval sts --data ../shared/data/senteval
       sfp-rag models
+
+    \b
+    Environment:
+      SFP_RAG_HOME    where named indexes live [default: ./indexes]
+      SFP_RAG_INDEX   the index `query` searches [default: the only one]
+      SFP_RAG_MODEL   the model `index`, `eval` use [default: shipped model]
+      SFP_RAG_BACKBONE  the backbone `train` starts from [default: gemma3-270m]
+      SFP_RAG_CACHE   dequantized/merged weights, digests [default: user cache]
     """
     ctx.meta["sfp_rag.verbosity"] = {"verbose": verbose, "quiet": quiet}
     _setup_logging(verbose, quiet)

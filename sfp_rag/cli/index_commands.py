@@ -1,8 +1,9 @@
-"""``sfp-rag index`` and ``sfp-rag query``."""
+"""``sfp-rag index``, ``sfp-rag query`` and ``sfp-rag indexes`` (list, show, delete)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -28,7 +29,12 @@ from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options,
     show_default=True,
     help="FAISS factory string: Flat (exact), HNSW32, IVF256,PQ32, ...",
 )
-@click.option("--hybrid", is_flag=True, help="Also build a BM25 index, for `query --hybrid`.")
+@click.option(
+    "--hybrid/--dense-only",
+    default=True,
+    show_default=True,
+    help="Also build a BM25 index (queries then fuse dense and BM25 rankings, the best mode measured).",
+)
 @click.option("--rebuild", is_flag=True, help="Re-embed everything (needed to change the model).")
 @click.option(
     "--max-file-mb",
@@ -59,19 +65,38 @@ def index(
 ) -> None:
     """Embed the documents under DOCS into a searchable index (incremental: only new or changed files are embedded).
 
+    The index goes to the index home (indexes/ or $SFP_RAG_HOME) under --name, or to the folder --out.
+
     \b
     Examples:
-      sfp-rag index ./docs                      # -> indexes/docs
-      sfp-rag index ./docs --name kb --hybrid   # dense + BM25
-      sfp-rag index ./docs --index-type HNSW32 --rebuild
+      sfp-rag index ./docs                        # -> indexes/docs (dense + BM25)
+      sfp-rag index ./docs --name kb --dense-only
+      sfp-rag index ./docs --out /data/kb --index-type HNSW32 --rebuild
     """
     from ..retrieval.builder import build_index
-    from ..retrieval.index_folder import MANIFEST, Collection, check_index_name, default_index_name, index_home
+    from ..retrieval.faiss_index import check_factory
+    from ..retrieval.index_folder import (
+        MANIFEST,
+        Collection,
+        check_build_target,
+        check_index_name,
+        default_index_name,
+        index_home,
+    )
 
     if out is not None and name is not None:
         raise click.UsageError("give either --name (an index in the index home) or --out (a folder), not both")
+    # everything that can be checked without the model is checked before it loads (that takes seconds)
+    if not docs.exists():
+        raise click.ClickException(f"documents folder {docs} does not exist")
+    if not docs.is_dir():
+        raise click.ClickException(f"{docs} is a file; pass the folder that holds the documents")
     try:
         target = out or index_home() / (check_index_name(name) if name is not None else default_index_name(docs))
+        check_build_target(target, docs)
+        check_factory(index_type)
+        if hybrid:
+            require_bm25()
     except USER_ERRORS as err:
         raise fail(err) from err
     base = None
@@ -113,6 +138,9 @@ def index(
             click.echo(f"  {printable(path)}: {printable(reason)}")
 
 
+QUERY_FORMATS = ("plain", "json", "jsonl")
+
+
 @main.command()
 @click.argument("text")
 @click.option(
@@ -121,34 +149,178 @@ def index(
     "index_name",
     envvar="SFP_RAG_INDEX",
     default=None,
-    help="Index name or folder [env SFP_RAG_INDEX; default: the only index in indexes/].",
+    help="Index name (in the index home) or path (./dir, /abs/dir) [env SFP_RAG_INDEX; default: the only index].",
 )
-@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1, max=1000), default=5, show_default=True)
 @click.option(
-    "--hybrid", "mode", flag_value="hybrid", help="Fuse dense and BM25 rankings (index built with --hybrid)."
+    "--mode",
+    type=click.Choice(["auto", "dense", "hybrid", "bm25"]),
+    default="auto",
+    show_default=True,
+    help="auto: hybrid where the index has BM25, else dense.",
 )
-@click.option("--bm25", "mode", flag_value="bm25", help="BM25 only (index built with --hybrid).")
-@click.option("--dense", "mode", flag_value="dense", default=True, help="Dense vectors only [default].")
+@click.option("--hybrid", "mode", flag_value="hybrid", help="Same as --mode hybrid.")
+@click.option("--bm25", "mode", flag_value="bm25", help="Same as --mode bm25 (no model is loaded).")
+@click.option("--dense", "mode", flag_value="dense", help="Same as --mode dense.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(QUERY_FORMATS),
+    default="plain",
+    show_default=True,
+    help="plain: ranked hits with snippets; json: one document; jsonl: one hit per line.",
+)
+@click.option("--json", "fmt", flag_value="json", help="Same as --format json.")
 @click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto].")
-@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
-def query(text, index_name, k, mode, device, dtype, as_json) -> None:
-    """Search an index with TEXT; prints the best chunks with score, source and a snippet."""
-    from ..retrieval.searcher import Searcher
+def query(text, index_name, k, mode, fmt, device, dtype) -> None:
+    """Search an index with TEXT ("-" reads one query per line from stdin).
 
+    \b
+    Scores: dense = cosine similarity (-1..1); bm25 = BM25 keyword score (0 and up);
+    hybrid = fused score (0..1: alpha*dense + (1-alpha)*BM25, each min-max scaled). Higher is better.
+
+    \b
+    Examples:
+      sfp-rag query "how do I reset my password?"
+      sfp-rag query "refund policy" --index kb -k 3 --format jsonl
+      cat questions.txt | sfp-rag query - --format jsonl > hits.jsonl
+    """
+    from ..retrieval.searcher import SCORE_KINDS, Searcher, default_mode
+
+    queries = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()] if text == "-" else [text]
+    if not queries or not all(q.strip() for q in queries):
+        raise click.UsageError("the query is empty; give some text to search for (or '-' and lines on stdin)")
     overrides = {key: v for key, v in {"device": device, "dtype": dtype}.items() if v is not None}
     try:
-        hits = Searcher.open(index_name, **overrides).search(text, k=k, mode=mode)
+        searcher = Searcher.open(index_name, lazy=True, **overrides)
+        mode = default_mode(searcher.collection) if mode == "auto" else mode
+        results = searcher.search(queries, k=k, mode=mode)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    if fmt == "json":
+        answers = [
+            {"query": q, "mode": mode, "score": SCORE_KINDS[mode], "hits": [h.to_dict() for h in hits]}
+            for q, hits in zip(queries, results)
+        ]
+        click.echo(json.dumps(answers[0] if text != "-" else answers, indent=2, ensure_ascii=False))
+        return
+    for q, hits in zip(queries, results):
+        if fmt == "jsonl":
+            for rank, h in enumerate(hits, start=1):
+                line = {"query": q, "rank": rank, "mode": mode, **h.to_dict()}
+                click.echo(json.dumps(line, ensure_ascii=False))
+            continue
+        if len(queries) > 1:
+            click.echo(f"# {printable(q)}")
+        for rank, h in enumerate(hits, start=1):
+            snippet = " ".join(h.text.split())
+            snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
+            click.echo(f"{rank}. [{h.score:.3f}] {printable(h.source)} (chunk {h.chunk})\n   {printable(snippet)}")
+        if not hits:
+            click.echo("(no hits)")
+
+
+# --- managing indexes ---------------------------------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def indexes(ctx: click.Context) -> None:
+    """List, show and delete the indexes in the index home (indexes/ or $SFP_RAG_HOME).
+
+    \b
+    Examples:
+      sfp-rag indexes                 # same as: sfp-rag indexes list
+      sfp-rag indexes show docs
+      sfp-rag indexes delete docs --yes
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_command)
+
+
+@indexes.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(as_json: bool) -> None:
+    """One line per index: name, documents, chunks, model, size, last built."""
+    from ..retrieval.index import list_indexes
+    from ..retrieval.index_folder import index_home
+
+    rows = list_indexes()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no indexes in {index_home()}/ (build one with: sfp-rag index DOCS)")
+        return
+    click.echo(f"{'name':<20} {'docs':>6} {'chunks':>7} {'size':>9}  {'built':<19}  model")
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{printable(r['name']):<20} damaged: {printable(r['error'])}")
+            continue
+        model = Path(r["model"]).name + (f" + {Path(r['adapter']).name}" if r.get("adapter") else "")
+        built = (r.get("updated") or "")[:19].replace("T", " ")
+        click.echo(
+            f"{printable(r['name']):<20} {r['documents']:>6} {r['chunks']:>7} {_size(r['bytes']):>9}  {built:<19}  "
+            f"{printable(model)}"
+        )
+
+
+@indexes.command(name="show")
+@click.argument("index")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_command(index: str, as_json: bool) -> None:
+    """Everything about one index (a name or a path), with its sources."""
+    from ..retrieval.index import describe
+    from ..retrieval.index_folder import resolve_index_path
+
+    try:
+        info = describe(resolve_index_path(index), sources=True)
     except USER_ERRORS as err:
         raise fail(err) from err
     if as_json:
-        click.echo(
-            json.dumps(
-                {"query": text, "mode": mode, "hits": [h.to_dict() for h in hits]}, indent=2, ensure_ascii=False
-            )
-        )
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
-    for rank, h in enumerate(hits, start=1):
-        snippet = " ".join(h.text.split())
-        snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
-        click.echo(f"{rank}. [{h.score:.3f}] {printable(h.source)} (chunk {h.chunk})\n   {printable(snippet)}")
+    for key, value in info.items():
+        if key == "sources":
+            shown = ", ".join(value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "")
+            click.echo(f"{'sources':<12} {printable(shown)}")
+        else:
+            click.echo(f"{key:<12} {printable(_size(value) if key == 'bytes' else value)}")
+
+
+@indexes.command(name="delete")
+@click.argument("index")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def delete_command(index: str, yes: bool) -> None:
+    """Delete an index (a name or a path); only folders that carry an sfp-rag manifest are deleted."""
+    from ..retrieval.index import delete_index
+    from ..retrieval.index_folder import IndexFolderError, is_index_folder, resolve_index_path
+
+    try:
+        path = resolve_index_path(index)
+        if not is_index_folder(path):
+            raise IndexFolderError(f"no sfp-rag index at {path}" + (" (it is left alone)" if path.exists() else ""))
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    if not yes:
+        click.confirm(f"delete the index {printable(path)}?", abort=True)
+    try:
+        delete_index(path)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    click.echo(f"deleted {printable(path)}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def require_bm25() -> None:
+    from .._utils import require
+
+    require("bm25s", "The BM25 half of hybrid search", "pip install bm25s PyStemmer (or index with --dense-only)")

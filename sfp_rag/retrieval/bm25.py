@@ -48,7 +48,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: Sequence[str], k1: float = 0.9, b: float = 0.4, stem: bool = True) -> BM25Index:
-        require("bm25s", "BM25 search", "pip install 'sfp-rag[eval]' (or: pip install bm25s PyStemmer)")
+        require("bm25s", "BM25 search", "pip install bm25s PyStemmer")
         bm25s = _bm25s()
         tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(stem), show_progress=False)
         retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
@@ -77,7 +77,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, directory: str | Path) -> BM25Index:
-        require("bm25s", "BM25 search", "pip install 'sfp-rag[eval]' (or: pip install bm25s PyStemmer)")
+        require("bm25s", "BM25 search", "pip install bm25s PyStemmer")
         directory = Path(directory)
         try:
             params = json.loads((directory / _PARAMS).read_text(encoding="utf-8"))

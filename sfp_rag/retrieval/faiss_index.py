@@ -134,6 +134,19 @@ class FaissIndex:
         return cls(index, factory)
 
 
+def check_factory(factory: str, dim: int = 3840) -> None:
+    """Raise a ``ValueError`` now if FAISS cannot parse ``factory`` (checked at a width divisible by the usual PQ
+    sizes, before any model is loaded; the real width and the training-set size are checked at build time)."""
+    faiss = _faiss()
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(
+            f"FAISS cannot parse the index type {factory!r} ({_first_line(err)}); use a factory string such as "
+            "Flat, HNSW32, IVF256,Flat or IVF256,PQ32"
+        ) from None
+
+
 def set_search_defaults(index, factory: str) -> None:
     """FAISS searches 1 IVF list and a 16-wide HNSW beam by default, which loses many true neighbours; probe
     1/8 of the lists (at least 8) and widen the beam to 64 instead. Not saved in the file: set on every load."""
