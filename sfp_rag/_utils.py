@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,42 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# --- other libraries' noise -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """Keep what other libraries do on import or load from leaking into the caller's process: a reader module that
+    calls ``logging.basicConfig`` at import, transformers' weight-loading bars, bitsandbytes' CPU notice and
+    deprecation warnings. Root logging is restored as it was; a library configures no logging of its own."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    bars = None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    quiet = [logging.getLogger(name) for name in ("bitsandbytes", "faiss.loader", "pypdf")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for q, lv in zip(quiet, levels):
+            q.setLevel(lv)
+        if bars:
+            hf_logging.enable_progress_bar()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 # --- progress -------------------------------------------------------------------------------------------------

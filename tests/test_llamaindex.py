@@ -62,3 +62,71 @@ def test_index_folder_as_a_retriever(tmp_path, tiny_model_dir):
     nodes = retriever.retrieve("Cats sleep for most of the day. A cat purrs when it is content.")
     assert len(nodes) == 2 and nodes[0].node.metadata["source"] == "pets/cats.txt"
     assert nodes[0].score >= nodes[1].score
+
+
+def test_pickling_carries_settings_not_weights(tiny_model_dir):
+    import pickle
+
+    emb = SFPEmbedding(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    blob = pickle.dumps(emb)
+    assert len(blob) < 20_000  # the tiny model's weights alone are ~100 kB; the default model's 564 MB
+    clone = pickle.loads(blob)
+    assert clone.model == str(tiny_model_dir) and clone._encoder is None
+    np.testing.assert_allclose(clone.get_query_embedding("a cat"), emb.get_query_embedding("a cat"), atol=1e-6)
+    assert str(tiny_model_dir) not in emb.model_name and emb.model_name == f"sfp:{tiny_model_dir.name}"
+
+
+@pytest.fixture
+def kb(tmp_path, tiny_model_dir):
+    from sfp_rag import Index
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from tests.test_pipeline import write_docs
+
+    encoder = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu")
+    index = Index.create(tmp_path / "kb", docs=write_docs(tmp_path / "docs"), encoder=encoder, chunk_size=64,
+                         hybrid=True, show_progress=False)  # fmt: skip
+    index.add(["Memo: the office is closed on Fridays."], ids=["memo-1"], metadata=[{"kind": "memo", "year": 2026}])
+    return tmp_path
+
+
+def test_retriever_metadata_follows_llamaindex_conventions(kb):
+    retriever = SFPIndexRetriever(str(kb / "kb"), similarity_top_k=3, mode="dense")
+    node = retriever.retrieve("Cats sleep for most of the day. A cat purrs when it is content.")[0]
+    meta = node.node.metadata
+    assert meta["file_name"] == "cats.txt" and meta["file_type"] == ".txt"
+    assert meta["file_path"] == str((kb / "docs" / "pets" / "cats.txt").resolve())
+    memo = SFPIndexRetriever(str(kb / "kb"), similarity_top_k=1, mode="dense").retrieve("office closed Fridays")[0]
+    assert memo.node.metadata["kind"] == "memo" and memo.node.metadata["source"] == "memo-1"
+
+
+def test_retriever_filters_by_glob_type_and_metadata(kb):
+    from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters
+
+    query = "Cats sleep for most of the day."
+    md = SFPIndexRetriever(str(kb / "kb"), similarity_top_k=5, file_types=["md"]).retrieve(query)
+    assert md and {n.node.metadata["file_type"] for n in md} == {".md"}
+    pets = SFPIndexRetriever(str(kb / "kb"), similarity_top_k=5, path_glob="pets/*").retrieve(query)
+    assert pets and all(n.node.metadata["source"].startswith("pets/") for n in pets)
+    memos = SFPIndexRetriever(
+        str(kb / "kb"),
+        similarity_top_k=5,
+        filters=MetadataFilters(filters=[MetadataFilter(key="year", value=2025, operator=FilterOperator.GT)]),
+    ).retrieve(query)
+    assert [n.node.metadata["source"] for n in memos] == ["memo-1"]
+    # brute-force reference: the filtered list is the unfiltered ranking with the others taken out
+    everything = SFPIndexRetriever(str(kb / "kb"), similarity_top_k=100).retrieve(query)
+    assert [n.node.node_id for n in pets] == [
+        n.node.node_id for n in everything if n.node.metadata["source"].startswith("pets/")
+    ][:5]
+
+
+def test_retriever_async_mode_check_and_similarity_cutoff(kb):
+    from llama_index.core.postprocessor import SimilarityPostprocessor
+
+    with pytest.raises(ValueError, match="mode must be one of"):
+        SFPIndexRetriever(str(kb / "kb"), mode="semantic")
+    retriever = SFPIndexRetriever(str(kb / "kb"), similarity_top_k=4, mode="dense")
+    nodes = asyncio.run(retriever.aretrieve("Dogs need a walk every day."))
+    assert len(nodes) == 4 and all(-1.0 <= n.score <= 1.0 for n in nodes)
+    cut = SimilarityPostprocessor(similarity_cutoff=nodes[1].score).postprocess_nodes(nodes)
+    assert [n.node.node_id for n in cut] == [n.node.node_id for n in nodes[:2]]

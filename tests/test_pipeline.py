@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +312,25 @@ def test_searcher_falls_back_when_the_fast_tokenizer_disagrees(docs, encoder, tm
     slow = Searcher.open(out, device="cpu", dtype="float32")
     assert not isinstance(slow.encoder.tokenizer, RustTokenizer)
     assert [h.row for h in slow.search("cats", k=3)] == [h.row for h in fast.search("cats", k=3)]
+
+
+def test_the_library_configures_no_logging_and_prints_no_noise(tmp_path, tiny_model_dir):
+    """Loading a model, encoding and indexing (a broken PDF included) leave the caller's stderr and logging alone."""
+    import subprocess
+    import sys
+
+    docs = write_docs(tmp_path / "docs")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    code = (
+        "import logging, sys\n"
+        "from sfp_rag import SFPEncoder, build_index\n"
+        f"enc = SFPEncoder.from_pretrained({str(tiny_model_dir)!r}, device='cpu', dtype='float32')\n"
+        "enc.encode(['hello'])\n"
+        f"r = build_index({str(docs)!r}, enc, {str(tmp_path / 'kb')!r}, chunk_size=64)\n"
+        "root = logging.getLogger()\n"
+        "print(len(root.handlers), root.level, 'broken.pdf' in r.skipped)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", str(logging.WARNING), "True"]
+    assert done.stderr == "", done.stderr

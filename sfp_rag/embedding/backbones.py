@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._utils import atomic_directory, atomic_write_json, cache_dir, require
+from .._utils import atomic_directory, atomic_write_json, cache_dir, quiet_third_party, require
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +341,8 @@ def load_backbone(
         kwargs["quantization_config"] = nf4_config(dtype or torch.float32)
         kwargs["device_map"] = {"": device}
     try:
-        model = AutoModel.from_pretrained(weights_from or model_dir, **kwargs)
+        with quiet_third_party():
+            model = AutoModel.from_pretrained(weights_from or model_dir, **kwargs)
     except OSError as err:
         raise _load_error(name_or_path, err) from err
     if not load_in_4bit:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import progress_bar, require, resolve_device, resolve_dtype
+from .._utils import progress_bar, quiet_third_party, require, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import (
     CONFIG_NAME,
@@ -353,7 +353,8 @@ def _canonical_model(model: str) -> str:
 def attach_adapter(backbone: nn.Module, adapter: str | Path, merge: bool = True) -> nn.Module:
     """Load a PEFT adapter onto ``backbone``; merge it into the weights for inference when possible."""
     require("peft", "Loading an adapter", "pip install peft")
-    from peft import PeftModel
+    with quiet_third_party():  # peft imports bitsandbytes, which has notices of its own on CPU
+        from peft import PeftModel
 
     path = Path(adapter)
     if not (path / "adapter_config.json").exists():

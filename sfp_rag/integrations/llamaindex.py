@@ -14,13 +14,16 @@ do not block an event loop.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-from pydantic import Field, PrivateAttr
+from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+from pydantic import BaseModel, Field, PrivateAttr
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +47,28 @@ class SFPEmbedding(BaseEmbedding):
     def __init__(self, encoder: Any = None, embed_batch_size: int = 32, **data: Any) -> None:
         """Build from settings, or wrap an existing ``SFPEncoder`` passed as ``encoder``."""
         super().__init__(embed_batch_size=embed_batch_size, **data)
-        if encoder is None:
-            from ..embedding.encoder import SFPEncoder
+        self._encoder = encoder if encoder is not None else self._build_encoder()
+        self.model_name = _display_name(self._encoder.config)
 
-            overrides = {
-                k: getattr(self, k)
-                for k in ("adapter", "template", "pooling", "device", "dtype", "max_text_tokens")
-                if getattr(self, k) is not None
-            }
-            encoder = SFPEncoder.from_pretrained(self.model, **overrides)
-        self._encoder = encoder
-        self.model_name = f"sfp:{encoder.config.model}" + (
-            f"+{encoder.config.adapter}" if encoder.config.adapter else ""
-        )
+    def _build_encoder(self):
+        from ..embedding.encoder import SFPEncoder
+
+        overrides = {
+            k: getattr(self, k)
+            for k in ("adapter", "template", "pooling", "device", "dtype", "max_text_tokens")
+            if getattr(self, k) is not None
+        }
+        return SFPEncoder.from_pretrained(self.model, **overrides)
+
+    # Pickling (multiprocessing, caches, LlamaIndex's own serialisation) carries the settings, not the weights: the
+    # encoder is rebuilt from them on first use in the other process.
+    # (LlamaIndex's BaseComponent would pickle the encoder to test it, then rebuild it eagerly in __setstate__.)
+    def __getstate__(self) -> dict[str, Any]:
+        state = BaseModel.__getstate__(self)
+        return {**state, "__pydantic_private__": {**(state.get("__pydantic_private__") or {}), "_encoder": None}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        BaseModel.__setstate__(self, state)
 
     @classmethod
     def class_name(cls) -> str:
@@ -64,21 +76,21 @@ class SFPEmbedding(BaseEmbedding):
 
     @property
     def encoder(self):
-        """The wrapped ``SFPEncoder``."""
+        """The wrapped ``SFPEncoder`` (rebuilt from the settings after unpickling)."""
+        if self._encoder is None:
+            self._encoder = self._build_encoder()
         return self._encoder
 
     # --- sync -----------------------------------------------------------------------------------------------
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._encoder.encode_queries([query], batch_size=1, show_progress_bar=False)[0].tolist()
+        return self.encoder.encode_queries([query], batch_size=1, show_progress_bar=False)[0].tolist()
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._encoder.encode_documents([text], batch_size=1, show_progress_bar=False)[0].tolist()
+        return self.encoder.encode_documents([text], batch_size=1, show_progress_bar=False)[0].tolist()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        vectors = self._encoder.encode_documents(
-            list(texts), batch_size=self.embed_batch_size, show_progress_bar=False
-        )
+        vectors = self.encoder.encode_documents(list(texts), batch_size=self.embed_batch_size, show_progress_bar=False)
         return vectors.tolist()
 
     # --- async ----------------------------------------------------------------------------------------------
@@ -93,13 +105,34 @@ class SFPEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
 
+def _display_name(config) -> str:
+    """A model name without this machine's paths: the shipped default's name, or folder names."""
+    from pathlib import Path
+
+    from ..embedding.config import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
+
+    if config.adapter and Path(config.adapter).resolve() == DEFAULT_MODEL_DIR.resolve():
+        return f"sfp:{DEFAULT_MODEL_NAME}"
+    name = Path(config.model).name if Path(config.model).is_absolute() else config.model
+    return f"sfp:{name}" + (f"+{Path(config.adapter).name}" if config.adapter else "")
+
+
 class SFPIndexRetriever(BaseRetriever):
     """An ``sfp-rag index`` folder as a LlamaIndex retriever (``retrieve(query) -> list[NodeWithScore]``).
 
+    Nodes follow LlamaIndex's metadata conventions (``file_path``, ``file_name``, ``file_type``; plus ``source``,
+    ``chunk`` and any metadata the source was added with), so LlamaIndex's filters and post-processors work on them.
+    Scores are those of the mode: cosine similarity (``dense``), fused 0..1 (``hybrid``) or BM25 (``bm25``);
+    higher is better, so ``SimilarityPostprocessor(similarity_cutoff=...)`` applies to the first two directly.
+
     Args:
-        index: index name or folder (as ``sfp-rag query --index``).
+        index: index name (in the index home) or path, as ``sfp-rag query --index``.
         similarity_top_k: chunks per query.
-        mode: ``dense``, ``hybrid`` or ``bm25`` (the last two need an index built with ``--hybrid``).
+        mode: ``dense``, ``hybrid`` or ``bm25``; None: hybrid where the index has BM25, else dense.
+        filters: LlamaIndex ``MetadataFilters`` on the node metadata (==, !=, >, <, >=, <=, in, nin, text_match,
+            contains; and/or/not).
+        path_glob: keep only chunks whose source path matches this glob (``docs/*.md``, ``**/faq*``).
+        file_types: keep only these extensions (``[".md", ".pdf"]``).
         searcher: an opened ``searcher.Searcher`` to reuse instead of opening ``index``.
     """
 
@@ -107,29 +140,114 @@ class SFPIndexRetriever(BaseRetriever):
         self,
         index: str | None = None,
         similarity_top_k: int = 5,
-        mode: str = "dense",
+        mode: str | None = None,
+        filters: MetadataFilters | None = None,
+        path_glob: str | None = None,
+        file_types: list[str] | None = None,
         searcher: Any = None,
         **kwargs: Any,
     ) -> None:
-        from ..retrieval.searcher import Searcher
+        from ..retrieval.searcher import Searcher, check_mode
 
+        check_mode(mode)
+        if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) or similarity_top_k < 1:
+            raise ValueError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
         super().__init__(**kwargs)
-        self.searcher = searcher or Searcher.open(index)
+        self.searcher = searcher or Searcher.open(index, lazy=mode == "bm25")
         self.similarity_top_k = similarity_top_k
         self.mode = mode
+        self.filters = filters
+        self.path_glob = path_glob
+        self.file_types = [t if t.startswith(".") else f".{t}" for t in (file_types or [])] or None
+        docs_dir = self.searcher.collection.manifest.get("docs_dir")
+        self._docs_dir = Path(docs_dir) if docs_dir else None
+
+    def _node(self, hit) -> NodeWithScore:
+        path = Path(hit.source)
+        full = path if path.is_absolute() or self._docs_dir is None else self._docs_dir / path
+        metadata = {
+            **(hit.metadata or {}),
+            "file_path": str(full),
+            "file_name": path.name,
+            "file_type": path.suffix.lower(),
+            "source": hit.source,
+            "chunk": hit.chunk,
+        }
+        node = TextNode(
+            text=hit.text,
+            id_=f"{hit.source}#{hit.chunk}",
+            metadata=metadata,
+            start_char_idx=hit.start,
+            end_char_idx=hit.end,
+            excluded_embed_metadata_keys=list(metadata),
+            excluded_llm_metadata_keys=["file_path", "file_type", "source", "chunk"],
+        )
+        return NodeWithScore(node=node, score=float(hit.score))
+
+    def _keep(self, node: NodeWithScore) -> bool:
+        meta = node.node.metadata
+        if self.path_glob and not fnmatch.fnmatch(meta["source"], self.path_glob):
+            return False
+        if self.file_types and meta["file_type"] not in self.file_types:
+            return False
+        return self.filters is None or _matches(self.filters, meta)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self.searcher.search(query_bundle.query_str, k=self.similarity_top_k, mode=self.mode)
-        return [
-            NodeWithScore(
-                node=TextNode(
-                    text=h.text,
-                    id_=f"{h.source}#{h.chunk}",
-                    metadata={"source": h.source, "chunk": h.chunk},
-                    start_char_idx=h.start,
-                    end_char_idx=h.end,
-                ),
-                score=h.score,
-            )
-            for h in hits
-        ]
+        k, total = self.similarity_top_k, self.searcher.collection.ntotal
+        filtered = bool(self.filters or self.path_glob or self.file_types)
+        depth = k * 4 if filtered else k
+        while True:  # filters apply after ranking: fetch deeper until k pass or the index is exhausted
+            hits = self.searcher.search(query_bundle.query_str, k=min(depth, total), mode=self.mode)
+            nodes = [n for n in map(self._node, hits) if self._keep(n)]
+            if len(nodes) >= k or depth >= total or not filtered:
+                return nodes[:k]
+            depth *= 4
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+# --- metadata filters --------------------------------------------------------------------------------------------
+
+
+def _matches(filters: MetadataFilters, meta: dict[str, Any]) -> bool:
+    results = [
+        _matches(f, meta) if isinstance(f, MetadataFilters) else _test(f, meta.get(f.key)) for f in filters.filters
+    ]
+    condition = getattr(filters.condition, "value", filters.condition) or "and"
+    if condition == "or":
+        return any(results)
+    if condition == "not":
+        return not any(results)
+    return all(results)
+
+
+def _test(f: MetadataFilter, value: Any) -> bool:
+    op, want = getattr(f.operator, "value", f.operator), f.value
+    try:
+        if op == "==":
+            return value == want
+        if op == "!=":
+            return value != want
+        if op in (">", "<", ">=", "<="):
+            return value is not None and {">": value > want, "<": value < want, ">=": value >= want,
+                                          "<=": value <= want}[op]  # fmt: skip
+        if op == "in":
+            return value in want
+        if op == "nin":
+            return value not in want
+        if op == "text_match":
+            return isinstance(value, str) and str(want) in value
+        if op == "text_match_insensitive":
+            return isinstance(value, str) and str(want).lower() in value.lower()
+        if op == "contains":
+            return isinstance(value, list) and want in value
+        if op == "any":
+            return isinstance(value, list) and any(w in value for w in want)
+        if op == "all":
+            return isinstance(value, list) and all(w in value for w in want)
+        if op == "is_empty":
+            return value in (None, "", [])
+    except TypeError:
+        return False  # a comparison between types that do not compare: not a match
+    raise ValueError(f"unsupported metadata filter operator {op!r}")

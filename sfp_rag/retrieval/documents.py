@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._utils import quiet_third_party
 from .index_folder import is_index_folder
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ def _rich_reader(suffix: str):
         return None
     if suffix not in _reader_cache:
         try:
-            import llama_index.readers.file as readers
+            with quiet_third_party():  # one of its reader modules calls logging.basicConfig at import
+                import llama_index.readers.file as readers
         except ImportError:
             return None
         cls = getattr(readers, name)
@@ -165,7 +167,8 @@ def read_text(file: SourceFile) -> str:
     reader = _rich_reader(suffix)
     if reader is not None:
         try:
-            docs = reader.load_data(file.path)
+            with quiet_third_party():  # a reader logs its own complaints; the reason is reported as a skip
+                docs = reader.load_data(file.path)
         except Exception as err:  # a reader fails in its own ways (corrupt PDF, bad zip, ...)
             raise SkipFile(f"{suffix} reader failed: {type(err).__name__}: {err}") from err
         text = "\n\n".join(d.text for d in docs)
