@@ -237,7 +237,7 @@ def test_report_builds_markdown_and_plots(tmp_path):
         "71.50 (3)",
     ):
         assert needle in md
-    for png in ("sts.png", "alignment_uniformity.png", "loss.png"):
+    for png in ("sts.png", "alignment_uniformity.png", "loss.png", "beir.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     with pytest.raises(ValueError, match=r"other.json is not a result file \(kind None\)"):
         build_report([res / "other.json"], tmp_path / "empty")  # named directly: an error, not a silent skip

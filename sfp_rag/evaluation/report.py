@@ -88,7 +88,7 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report"
     if groups["sts"]:
         parts += _sts_section(groups["sts"], out_dir)
     if groups["beir"]:
-        parts += _beir_section(groups["beir"])
+        parts += _beir_section(groups["beir"], out_dir)
     if groups["space"]:
         parts += _space_section(groups["space"], out_dir)
     if groups["train"]:
@@ -98,6 +98,13 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report"
     return path
 
 
+# Goal lines drawn on the plots: unsupervised SimCSE-BERT-base (Gao et al. 2021), the reference the project aims at.
+STS_GOAL = {"STSBenchmark": 76.85, "avg": 76.25}
+# BEIR systems drawn as reference lines rather than bars: the keyword baseline and the supervised peer.
+REFERENCE_SYSTEMS = ("BM25", "MiniLM")
+TASK_NAMES = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R", "avg": "Avg."}
+
+
 def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
@@ -105,14 +112,20 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
 
     rows = {r["label"]: r["scores"] for r in results}
     tasks = [t for t in next(iter(rows.values())) if t != "avg"] + ["avg"]
-    fig, ax = plt.subplots(figsize=(11, 3.8))
+    fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.8 / len(rows)
     for i, (label, scores) in enumerate(rows.items()):
         ax.bar([j + i * width for j in range(len(tasks))], [scores.get(t, 0) for t in tasks], width, label=label)
+    for task, goal in STS_GOAL.items():  # the goal, drawn over its task's group of bars
+        if task in tasks:
+            j = tasks.index(task)
+            ax.hlines(goal, j - width, j + 0.8, colors="black", linestyles="--", linewidth=1.2)
+    ax.plot([], [], "k--", label="goal: unsup. SimCSE-BERT-base")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))])
-    ax.set_xticklabels([{"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}.get(t, t) for t in tasks])
+    ax.set_xticklabels([TASK_NAMES.get(t, t) for t in tasks])
     ax.set_ylabel("Spearman x100")
-    ax.set_ylim(min(min(s.get(t, 100) for t in tasks) for s in rows.values()) - 5, 100)
+    ax.set_ylim(0, 100)  # from zero: bar heights compare honestly
+    ax.set_title("STS: Spearman correlation x100 (higher is better)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the bars
     fig.tight_layout()
     fig.savefig(out_dir / "sts.png", dpi=120)
@@ -120,8 +133,9 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
     return ["## STS (Spearman x100)", "", format_table(rows, tasks), "", "![STS](sts.png)", ""]
 
 
-def _beir_section(results: list[dict]) -> list[str]:
-    """One table per dataset and split: the systems of every result file for it, in file order."""
+def _beir_section(results: list[dict], out_dir: Path) -> list[str]:
+    """One table per dataset and split (the systems of every result file for it, in file order), and one plot of
+    nDCG@10 for the test splits: systems as bars per dataset, BM25 and MiniLM as reference lines."""
     from .beir import format_beir_table
 
     merged: dict[tuple[str, str], dict[str, Any]] = {}
@@ -136,7 +150,48 @@ def _beir_section(results: list[dict]) -> list[str]:
             format_beir_table(entry["scores"]),
             "",
         ]
+    test = {d: e["scores"] for (d, split), e in merged.items() if split == "test"}
+    if test:
+        _beir_plot(test, out_dir / "beir.png")
+        out += ["![BEIR nDCG@10](beir.png)", ""]
     return out
+
+
+def _is_reference(label: str) -> str | None:
+    return next((ref for ref in REFERENCE_SYSTEMS if label.startswith(ref) or label.lower().startswith(ref.lower())),
+                None)  # fmt: skip
+
+
+def _beir_plot(scores: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    datasets = sorted(scores)
+    systems = list(dict.fromkeys(s for d in datasets for s in scores[d] if not _is_reference(s)))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / max(len(systems), 1)
+    for i, system in enumerate(systems):
+        xs = [j + i * width for j, d in enumerate(datasets) if system in scores[d]]
+        ys = [scores[d][system]["nDCG@10"] for d in datasets if system in scores[d]]
+        ax.bar(xs, ys, width, label=system)
+    styles = {"BM25": ("black", "--"), "MiniLM": ("tab:gray", ":")}
+    for j, d in enumerate(datasets):
+        for label, value in scores[d].items():
+            ref = _is_reference(label)
+            if ref:
+                color, style = styles[ref]
+                ax.hlines(value["nDCG@10"], j - width, j + 0.8, colors=color, linestyles=style, linewidth=1.4)
+    for ref, (color, style) in styles.items():
+        if any(_is_reference(lbl) == ref for d in datasets for lbl in scores[d]):
+            ax.plot([], [], color=color, linestyle=style, label=f"{ref} (reference)")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))])
+    ax.set_xticklabels(datasets)
+    ax.set_ylabel("nDCG@10 x100 (test)")
+    ax.set_ylim(0, 100)
+    ax.set_title("BEIR retrieval: nDCG@10 on the test qrels (higher is better)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _space_section(results: list[dict], out_dir: Path) -> list[str]:
@@ -164,28 +219,53 @@ def _space_section(results: list[dict], out_dir: Path) -> list[str]:
 
 
 def _train_section(logs: list[dict], out_dir: Path) -> list[str]:
+    """A loss panel per objective (their losses are not on one scale) and the STS-B dev curve of every run."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     lines = [
         "## Training",
         "",
-        "| run | steps | final loss | examples/s | STS-B dev (by step) |",
-        "|---|---|---|---|---|",
+        "| run | objective | steps | final loss | examples/s | STS-B dev (by step) |",
+        "|---|---|---|---|---|---|",
     ]
-    for log in logs:
+    runs = [log for log in logs if any("loss" in r for r in log["records"])]
+    objectives = list(dict.fromkeys(_objective(log) for log in runs)) or ["run"]
+    fig, axes = plt.subplots(1, len(objectives) + 1, figsize=(4.2 * (len(objectives) + 1), 3.6), squeeze=False)
+    dev_ax = axes[0][-1]
+    for log in runs:
         points = [r for r in log["records"] if "loss" in r]
-        if not points:
-            continue
+        objective = _objective(log)
+        ax = axes[0][objectives.index(objective)]
         ax.plot([r["step"] for r in points], [r["loss"] for r in points], label=log["label"])
+        dev = [r for r in log["records"] if "stsb_dev" in r]
+        if dev:
+            dev_ax.plot([r["step"] for r in dev], [r["stsb_dev"] for r in dev], marker="o", label=log["label"])
         speed = sum(r["examples_per_s"] for r in points) / len(points)
-        dev = ", ".join(f"{r['stsb_dev']:.2f} ({r['step']})" for r in log["records"] if "stsb_dev" in r) or "-"
-        lines.append(f"| {log['label']} | {points[-1]['step']} | {points[-1]['loss']:.2e} | {speed:.1f} | {dev} |")
-    ax.set_xlabel("step")
-    ax.set_ylabel("InfoNCE loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
+        shown = ", ".join(f"{r['stsb_dev']:.2f} ({r['step']})" for r in dev) or "-"
+        lines.append(
+            f"| {log['label']} | {objective} | {points[-1]['step']} | {points[-1]['loss']:.2e} | {speed:.1f} | "
+            f"{shown} |"
+        )
+    for objective, ax in zip(objectives, axes[0]):
+        ax.set_title(f"{objective}: InfoNCE loss")
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    dev_ax.set_title("STS-B dev, Spearman x100")
+    dev_ax.set_xlabel("step")
+    if dev_ax.lines:
+        dev_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "loss.png", dpi=120)
     plt.close(fig)
-    return lines + ["", "![training loss](loss.png)", ""]
+    return lines + ["", "![training loss per objective and STS-B dev](loss.png)", ""]
+
+
+def _objective(log: dict) -> str:
+    """The objective of a run: from the sfp_config.json next to its log, else its folder name."""
+    config = Path(log["path"]).parent / "sfp_config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))["training"]["objective"]
+    except (OSError, ValueError, KeyError, TypeError):
+        name = Path(log["path"]).parent.name
+        return next((o for o in ("two-pass-dropout", "two-pass-prompts", "single-pass") if o in name), name)
