@@ -7,7 +7,7 @@ module registers a family of commands on it.
 
 from __future__ import annotations
 
-from . import eval_commands, index_commands, train_commands  # noqa: F401  (registers the commands)
+from . import eval_commands, index_commands, serve_commands, train_commands  # noqa: F401  (registers the commands)
 from .core import main
 
 __all__ = ["main"]

@@ -173,7 +173,13 @@ QUERY_FORMATS = ("plain", "json", "jsonl")
 @click.option("--json", "fmt", flag_value="json", help="Same as --format json.")
 @click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto].")
-def query(text, index_name, k, mode, fmt, device, dtype) -> None:
+@click.option(
+    "--server",
+    envvar="SFP_RAG_SERVER",
+    default=None,
+    help="Ask a running `sfp-rag serve` (URL) instead of loading the model here [env SFP_RAG_SERVER].",
+)
+def query(text, index_name, k, mode, fmt, device, dtype, server) -> None:
     """Search an index with TEXT ("-" reads one query per line from stdin).
 
     \b
@@ -186,18 +192,23 @@ def query(text, index_name, k, mode, fmt, device, dtype) -> None:
       sfp-rag query "refund policy" --index kb -k 3 --format jsonl
       cat questions.txt | sfp-rag query - --format jsonl > hits.jsonl
     """
-    from ..retrieval.searcher import SCORE_KINDS, Searcher, default_mode
-
     queries = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()] if text == "-" else [text]
     if not queries or not all(q.strip() for q in queries):
         raise click.UsageError("the query is empty; give some text to search for (or '-' and lines on stdin)")
-    overrides = {key: v for key, v in {"device": device, "dtype": dtype}.items() if v is not None}
-    try:
-        searcher = Searcher.open(index_name, lazy=True, **overrides)
-        mode = default_mode(searcher.collection) if mode == "auto" else mode
-        results = searcher.search(queries, k=k, mode=mode)
-    except USER_ERRORS as err:
-        raise fail(err) from err
+    if server:
+        mode, results = _query_server(server, queries, index_name, k, mode)
+    else:
+        from ..retrieval.searcher import Searcher, default_mode
+
+        overrides = {key: v for key, v in {"device": device, "dtype": dtype}.items() if v is not None}
+        try:
+            searcher = Searcher.open(index_name, lazy=True, **overrides)
+            mode = default_mode(searcher.collection) if mode == "auto" else mode
+            results = searcher.search(queries, k=k, mode=mode)
+        except USER_ERRORS as err:
+            raise fail(err) from err
+    from ..retrieval.index_folder import SCORE_KINDS
+
     if fmt == "json":
         answers = [
             {"query": q, "mode": mode, "score": SCORE_KINDS[mode], "hits": [h.to_dict() for h in hits]}
@@ -219,6 +230,21 @@ def query(text, index_name, k, mode, fmt, device, dtype) -> None:
             click.echo(f"{rank}. [{h.score:.3f}] {printable(h.source)} (chunk {h.chunk})\n   {printable(snippet)}")
         if not hits:
             click.echo("(no hits)")
+
+
+def _query_server(server: str, queries: list[str], index_name, k: int, mode: str):
+    """Search through a running server: no torch, no transformers, no model load in this process."""
+    from ..retrieval.index_folder import Hit
+    from ..serving.client import ServerError, SFPClient
+
+    try:
+        with SFPClient(server) as client:
+            answers = client.search(queries, index=index_name, k=k, mode=None if mode == "auto" else mode)
+    except (ServerError, ValueError) as err:
+        raise fail(err) from err
+    fields = ("score", "row", "source", "chunk", "start", "end", "text", "metadata")
+    results = [[Hit(**{f: h.get(f) for f in fields}) for h in a["hits"]] for a in answers]
+    return answers[0]["mode"], results
 
 
 # --- managing indexes ---------------------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ class EncoderConfig:
         return dataclasses.replace(self, **changes)
 
 
+def display_name(config: EncoderConfig) -> str:
+    """A short model name without this machine's paths: the shipped default's name, or folder names."""
+    if config.adapter and Path(config.adapter).resolve() == DEFAULT_MODEL_DIR.resolve():
+        return DEFAULT_MODEL_NAME
+    name = Path(config.model).name if Path(config.model).is_absolute() else config.model
+    return name + (f"+{Path(config.adapter).name}" if config.adapter else "")
+
+
 def save_config(directory: Path, encoder: EncoderConfig, **sections: Any) -> Path:
     """Write ``sfp_config.json`` (the encoder section plus any extra sections, e.g. ``training``)."""
     path = Path(directory) / CONFIG_NAME

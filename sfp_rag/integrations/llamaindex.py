@@ -25,6 +25,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
 from pydantic import BaseModel, Field, PrivateAttr
 
+from ..embedding.config import display_name
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,7 +50,7 @@ class SFPEmbedding(BaseEmbedding):
         """Build from settings, or wrap an existing ``SFPEncoder`` passed as ``encoder``."""
         super().__init__(embed_batch_size=embed_batch_size, **data)
         self._encoder = encoder if encoder is not None else self._build_encoder()
-        self.model_name = _display_name(self._encoder.config)
+        self.model_name = f"sfp:{display_name(self._encoder.config)}"
 
     def _build_encoder(self):
         from ..embedding.encoder import SFPEncoder
@@ -103,18 +105,6 @@ class SFPEmbedding(BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)
-
-
-def _display_name(config) -> str:
-    """A model name without this machine's paths: the shipped default's name, or folder names."""
-    from pathlib import Path
-
-    from ..embedding.config import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
-
-    if config.adapter and Path(config.adapter).resolve() == DEFAULT_MODEL_DIR.resolve():
-        return f"sfp:{DEFAULT_MODEL_NAME}"
-    name = Path(config.model).name if Path(config.model).is_absolute() else config.model
-    return f"sfp:{name}" + (f"+{Path(config.adapter).name}" if config.adapter else "")
 
 
 class SFPIndexRetriever(BaseRetriever):

@@ -93,8 +93,10 @@ def hybrid_search(
     depth: int = DEFAULT_DEPTH,
     fusion: str = DEFAULT_FUSION,
     alpha: float = DEFAULT_ALPHA,
+    vectors: np.ndarray | None = None,
 ):
-    """Hits for ``queries`` from an opened ``searcher.Searcher``: ``bm25`` alone, or ``hybrid`` (fused)."""
+    """Hits for ``queries`` from an opened ``searcher.Searcher``: ``bm25`` alone, or ``hybrid`` (fused; ``vectors``
+    are the queries' embeddings, computed here when not given)."""
     collection = searcher.collection
     depth = max(depth, k)
     sparse_scores, sparse_ids = collection.bm25.search(queries, depth)
@@ -103,9 +105,9 @@ def hybrid_search(
             [collection.hit(i, s) for s, i in zip(srow, irow) if i >= 0][:k]
             for srow, irow in zip(sparse_scores, sparse_ids)
         ]
-    dense_scores, dense_ids = collection.faiss.search(
-        searcher.encoder.encode_queries(queries), min(depth, collection.ntotal)
-    )
+    if vectors is None:
+        vectors = searcher.encoder.encode_queries(queries)
+    dense_scores, dense_ids = collection.faiss.search(vectors, min(depth, collection.ntotal))
     return [
         [collection.hit(i, s) for i, s in fuse_scores(_row(ds, di), _row(ss, si), fusion, alpha)[:k]]
         for ds, di, ss, si in zip(dense_scores, dense_ids, sparse_scores, sparse_ids)

@@ -47,6 +47,14 @@ class IndexMismatchError(IndexFolderError):
     """The index was built by another encoder than the one asked to query or update it."""
 
 
+# What a hit's score is, by mode (also in --help, the README and every JSON answer).
+SCORE_KINDS = {
+    "dense": "cosine similarity of query and chunk embeddings (-1..1, higher is closer)",
+    "bm25": "BM25 keyword score (0 and up, unbounded; higher matches more query terms)",
+    "hybrid": "fused score (convex: alpha*dense + (1-alpha)*BM25 after min-max scaling, 0..1; rrf: sum 1/(60+rank))",
+}
+
+
 @dataclass
 class Hit:
     score: float

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..embedding.tokenization import check_texts
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, check_fusion, hybrid_search
 from .index_folder import (
@@ -25,12 +27,6 @@ from .index_folder import (
 logger = logging.getLogger(__name__)
 
 SEARCH_MODES = ("dense", "hybrid", "bm25")
-# What a hit's score is, by mode (also in --help, the README and every JSON answer).
-SCORE_KINDS = {
-    "dense": "cosine similarity of query and chunk embeddings (-1..1, higher is closer)",
-    "bm25": "BM25 keyword score (0 and up, unbounded; higher matches more query terms)",
-    "hybrid": "fused score (convex: alpha*dense + (1-alpha)*BM25 after min-max scaling, 0..1; rrf: sum 1/(60+rank))",
-}
 
 
 def default_mode(collection: Collection) -> str:
@@ -87,12 +83,14 @@ class Searcher:
         *,
         fusion: str = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
+        vectors: np.ndarray | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-``k`` chunks for each query (a list of hits, or a list of lists for a list of queries).
 
         Args:
             mode: ``dense``, ``hybrid`` or ``bm25``; None: ``hybrid`` where the index has BM25, else ``dense``.
             fusion, alpha: how ``hybrid`` fuses (see ``fusion``).
+            vectors: the queries' embeddings, when already computed (a server batches them across requests).
         """
         check_mode(mode)
         check_fusion(fusion, alpha)
@@ -103,12 +101,12 @@ class Searcher:
         qs = check_texts(queries)
         if any(not q.strip() for q in qs):
             raise ValueError("a query is empty; give some text to search for")
-        if mode != "bm25":
-            self.load_encoder()
+        if mode != "bm25" and vectors is None:
+            vectors = self.load_encoder().encode_queries(qs)
         if mode == "dense":
-            results = self.collection.search_vectors(self.encoder.encode_queries(qs), k)
+            results = self.collection.search_vectors(vectors, k)
         else:
-            results = hybrid_search(self, qs, k, mode, fusion=fusion, alpha=alpha)
+            results = hybrid_search(self, qs, k, mode, fusion=fusion, alpha=alpha, vectors=vectors)
         return results[0] if single else results
 
 

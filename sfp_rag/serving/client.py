@@ -1,0 +1,96 @@
+"""A client for a running ``sfp-rag serve`` (httpx only: importing it loads neither torch nor transformers).
+
+from sfp_rag.serving.client import SFPClient
+
+client = SFPClient("http://127.0.0.1:8000")            # or $SFP_RAG_SERVER
+client.search("how do I reset my password?", index="docs", k=3)
+client.embed(["a text", "another"])                     # float32 (2, d)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+SERVER_ENV = "SFP_RAG_SERVER"
+API_KEY_ENV = "SFP_RAG_API_KEY"
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error (its message is kept) or could not be reached."""
+
+
+class SFPClient:
+    """Talks to ``sfp-rag serve``.
+
+    Args:
+        url: the server, e.g. ``http://127.0.0.1:8000`` (default: ``$SFP_RAG_SERVER``).
+        api_key: sent as ``Authorization: Bearer`` (default: ``$SFP_RAG_API_KEY``).
+        timeout: seconds per request.
+    """
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
+        import httpx
+
+        url = url or os.environ.get(SERVER_ENV)
+        if not url:
+            raise ValueError(f"no server given: pass a URL or set {SERVER_ENV}")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"the server URL must start with http:// or https://, got {url!r}")
+        key = api_key or os.environ.get(API_KEY_ENV)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise ServerError(
+                f"cannot reach the sfp-rag server at {self.url} ({err}); is `sfp-rag serve` running?"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise ServerError(f"the server answered {response.status_code}: {message}")
+        return response.json()
+
+    def search(
+        self, query: str | list[str], index: str | None = None, k: int = 5, mode: str | None = None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """What ``sfp-rag query --format json`` prints: ``{query, index, mode, score, hits}`` (a list for a list)."""
+        return self._call("POST", "/search", json={"query": query, "index": index, "k": k, "mode": mode})
+
+    def embed(self, texts: str | list[str], input_type: str = "document"):
+        """Embeddings as float32 numpy rows (``(d,)`` for one string)."""
+        import numpy as np
+
+        single = isinstance(texts, str)
+        body = {"input": texts, "encoding_format": "base64", "input_type": input_type}
+        data = self._call("POST", "/v1/embeddings", json=body)["data"]
+        rows = [
+            np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+            for d in sorted(data, key=lambda d: d["index"])
+        ]
+        out = np.stack(rows).astype(np.float32)
+        return out[0] if single else out
+
+    def ask(self, question: str, index: str | None = None, k: int = 3) -> dict[str, Any]:
+        return self._call("POST", "/ask", json={"question": question, "index": index, "k": k})
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SFPClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
