@@ -5,11 +5,13 @@ one of them is used. The package is laid out by role, and imports run one way (e
 below it; ``tests/test_layout.py`` enforces it):
 
     _utils        helpers with no sfp_rag imports
+    client        the HTTP client of `sfp-rag serve` (httpx only; imports no torch)
     embedding     text -> prompt -> tokens -> model -> Rep1/Rep2 -> vectors (SFPEncoder)
     retrieval     documents, chunks, FAISS/BM25 indexes, fusion, build_index, Searcher, Index
     evaluation    STS, BEIR, semantic space, reference encoders, report
     training      losses, training data, the loop, checkpoints (uses evaluation for dev checks)
-    integrations  LlamaIndex
+    integrations  LlamaIndex (embedding model, retriever, citation answering)
+    serving       the HTTP service (`sfp-rag serve`)
     cli           the ``sfp-rag`` command, a thin layer over all of the above
 """
 

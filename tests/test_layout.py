@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sfp_rag"
 # A layer may import only layers with a smaller rank (and itself). Equal ranks are siblings: no imports between them.
 LAYERS = {
     "_utils": 0,
+    "client": 0,  # the HTTP client of `sfp-rag serve`: httpx only, so that anything (CLI, LlamaIndex) can use it
     "embedding": 1,
     "retrieval": 2,
     "evaluation": 3,

@@ -243,7 +243,7 @@ def test_query_through_a_server_imports_no_torch(url):
 
 
 def test_client_embed_and_errors(url, encoder):
-    from sfp_rag.serving.client import ServerError, SFPClient
+    from sfp_rag.client import ServerError, SFPClient
 
     with SFPClient(url) as client:
         np.testing.assert_allclose(client.embed(["x", "y"]), encoder.encode_documents(["x", "y"]), atol=1e-5)

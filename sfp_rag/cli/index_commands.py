@@ -234,8 +234,8 @@ def query(text, index_name, k, mode, fmt, device, dtype, server) -> None:
 
 def _query_server(server: str, queries: list[str], index_name, k: int, mode: str):
     """Search through a running server: no torch, no transformers, no model load in this process."""
+    from ..client import ServerError, SFPClient
     from ..retrieval.index_folder import Hit
-    from ..serving.client import ServerError, SFPClient
 
     try:
         with SFPClient(server) as client:

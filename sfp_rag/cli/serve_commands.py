@@ -83,7 +83,7 @@ def ask(question, index_name, k, llm, server, as_json, device) -> None:
         raise click.UsageError("the question is empty")
     try:
         if server:
-            from ..serving.client import ServerError, SFPClient
+            from ..client import ServerError, SFPClient
 
             try:
                 with SFPClient(server) as client:

@@ -43,14 +43,29 @@ class SFPEmbedding(BaseEmbedding):
     device: str | None = Field(default=None, description="auto, cpu, cuda, cuda:N.")
     dtype: str | None = Field(default=None, description="auto, float32, bfloat16, float16.")
     max_text_tokens: int | None = Field(default=None, gt=0, description="Cut each text to this many tokens.")
+    server: str | None = Field(
+        default=None,
+        description="URL of a running `sfp-rag serve`: embed there instead of loading a model in this process.",
+    )
 
     _encoder: Any = PrivateAttr(default=None)
+    _client: Any = PrivateAttr(default=None)
 
     def __init__(self, encoder: Any = None, embed_batch_size: int = 32, **data: Any) -> None:
         """Build from settings, or wrap an existing ``SFPEncoder`` passed as ``encoder``."""
         super().__init__(embed_batch_size=embed_batch_size, **data)
+        if self.server is not None:
+            self.model_name = f"sfp:{self._remote().health()['model']}"
+            return
         self._encoder = encoder if encoder is not None else self._build_encoder()
         self.model_name = f"sfp:{display_name(self._encoder.config)}"
+
+    def _remote(self):
+        if self._client is None:
+            from ..client import SFPClient
+
+            self._client = SFPClient(self.server)
+        return self._client
 
     def _build_encoder(self):
         from ..embedding.encoder import SFPEncoder
@@ -67,7 +82,8 @@ class SFPEmbedding(BaseEmbedding):
     # (LlamaIndex's BaseComponent would pickle the encoder to test it, then rebuild it eagerly in __setstate__.)
     def __getstate__(self) -> dict[str, Any]:
         state = BaseModel.__getstate__(self)
-        return {**state, "__pydantic_private__": {**(state.get("__pydantic_private__") or {}), "_encoder": None}}
+        private = {**(state.get("__pydantic_private__") or {}), "_encoder": None, "_client": None}
+        return {**state, "__pydantic_private__": private}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         BaseModel.__setstate__(self, state)
@@ -85,15 +101,20 @@ class SFPEmbedding(BaseEmbedding):
 
     # --- sync -----------------------------------------------------------------------------------------------
 
+    def _embed(self, texts: list[str], role: str, batch_size: int) -> list[Embedding]:
+        if self.server is not None:
+            return self._remote().embed(texts, input_type=role).tolist()
+        fn = self.encoder.encode_queries if role == "query" else self.encoder.encode_documents
+        return fn(texts, batch_size=batch_size, show_progress_bar=False).tolist()
+
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self.encoder.encode_queries([query], batch_size=1, show_progress_bar=False)[0].tolist()
+        return self._embed([query], "query", 1)[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self.encoder.encode_documents([text], batch_size=1, show_progress_bar=False)[0].tolist()
+        return self._embed([text], "document", 1)[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        vectors = self.encoder.encode_documents(list(texts), batch_size=self.embed_batch_size, show_progress_bar=False)
-        return vectors.tolist()
+        return self._embed(list(texts), "document", self.embed_batch_size)
 
     # --- async ----------------------------------------------------------------------------------------------
 
