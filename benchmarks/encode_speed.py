@@ -27,15 +27,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine  # noqa: E402  (benchmarks/ is the script's folder)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -58,28 +56,6 @@ def timed(fn, repeats: int) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), times
-
-
-def machine() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(
-            line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")
-        )
-        flags = next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split()
-        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    except (OSError, StopIteration):
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def main() -> None:
