@@ -1,10 +1,10 @@
 """A client for a running ``sfp-rag serve`` (httpx only: importing it loads neither torch nor transformers).
 
-    from sfp_rag.client import SFPClient
+from sfp_rag.client import SFPClient
 
-    client = SFPClient("http://127.0.0.1:8000")            # or $SFP_RAG_SERVER
-    client.search("how do I reset my password?", index="docs", k=3)
-    client.embed(["a text", "another"])                     # float32 (2, d)
+client = SFPClient("http://127.0.0.1:8000")            # or $SFP_RAG_SERVER
+client.search("how do I reset my password?", index="docs", k=3)
+client.embed(["a text", "another"])                     # float32 (2, d)
 """
 
 from __future__ import annotations

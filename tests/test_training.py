@@ -78,7 +78,7 @@ def test_single_pass_loss_equals_hidden_states_read_by_hand(tiny_model, bpe_toke
     assert loss.item() == pytest.approx(by_hand.item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("objective", ["single-pass", "two-pass-dropout", "two-pass-prompts"])
+@pytest.mark.parametrize("objective", ["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops"])
 def test_a_few_steps_lower_the_loss(tiny_model_dir, data_file, tmp_path, objective):
     losses = []
     config = _config(
@@ -379,3 +379,39 @@ def test_export_adapter_in_fp16_keeps_the_embeddings(tiny_model_dir, data_file, 
     assert np.sum(a * b, axis=1).min() > 0.9999
     with pytest.raises(FileNotFoundError, match="not a trained adapter"):
         export_adapter(tmp_path, tmp_path / "x")
+
+
+def test_random_crops_are_spans_of_the_text_and_reproducible():
+    from sfp_rag.training.trainer import random_crop
+
+    text = " ".join(f"w{i}" for i in range(100))
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        crop = random_crop(text, rng, 0.1, 0.5)
+        n = len(crop.split())
+        assert 10 <= n <= 50 and crop in text  # a contiguous span of 10-50% of the words
+    again = [random_crop(text, np.random.default_rng(7)) for _ in range(2)]
+    assert again[0] == again[1]
+    assert random_crop("too short here", rng) == "too short here"
+
+
+def test_crops_resume_the_same_loss_curve(tiny_model_dir, data_file, tmp_path):
+    """The crops depend on (seed, step), so an interrupted crop run resumes exactly."""
+    straight = []
+    config = _config(tiny_model_dir, data_file, tmp_path / "a", objective="two-pass-crops", crop_min=0.3)
+    train(config, callback=lambda s, loss: straight.append(loss), show_progress=False)
+    resumed = []
+
+    def crash(step, loss):
+        resumed.append(loss)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    config = _config(tiny_model_dir, data_file, tmp_path / "b", objective="two-pass-crops", crop_min=0.3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callback=crash, show_progress=False)
+    resumed = resumed[:3]
+    train(config, resume=True, callback=lambda s, loss: resumed.append(loss), show_progress=False)
+    np.testing.assert_allclose(resumed, straight, rtol=1e-5)
+    with pytest.raises(ValueError, match="crop_min"):
+        _config(tiny_model_dir, data_file, tmp_path / "c", crop_min=0.6, crop_max=0.5)

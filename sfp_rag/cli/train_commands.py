@@ -32,11 +32,16 @@ from .core import USER_ERRORS, fail, main
 )
 @click.option(
     "--objective",
-    type=click.Choice(["single-pass", "two-pass-dropout", "two-pass-prompts"]),
+    type=click.Choice(["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops"]),
     default="single-pass",
     show_default=True,
+    help="single-pass: CSE-SFP (Rep2 vs Rep1 of one pass); two-pass-crops: two random crops of each text.",
 )
-@click.option("--template", "-t", default=None, help="Prompt [default: eol-sum, or eol for two-pass objectives].")
+@click.option("--template", "-t", default=None, help="Prompt [default: eol-sum; eol for two-pass-dropout/-prompts].")
+@click.option("--crop-min", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
+              help="two-pass-crops: shortest crop, as a share of the text's words.")  # fmt: skip
+@click.option("--crop-max", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="two-pass-crops: longest crop, as a share of the text's words.")  # fmt: skip
 @click.option("--second-template", default="sum", show_default=True, help="The positive's prompt (two-pass-prompts).")
 @click.option(
     "--pooling",

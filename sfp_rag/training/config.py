@@ -14,11 +14,16 @@ from typing import Any
 from ..embedding.config import CONFIG_NAME, DEFAULT_BACKBONE, load_encoder_config
 from ..embedding.prompts import get_template
 
-OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
+OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops")
 SCHEDULES = ("linear", "cosine", "constant")
 QUANTIZATIONS = ("nf4", "none")
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
-_DEFAULT_TEMPLATES = {"single-pass": "eol-sum", "two-pass-dropout": "eol", "two-pass-prompts": "eol"}
+_DEFAULT_TEMPLATES = {
+    "single-pass": "eol-sum",
+    "two-pass-dropout": "eol",
+    "two-pass-prompts": "eol",
+    "two-pass-crops": "eol-sum",  # the inference prompt: crops train the representation that is searched with
+}
 
 
 @dataclass
@@ -29,7 +34,9 @@ class TrainConfig:
     output_dir: str = field(metadata={"help": "where the adapter, checkpoints and log go"})
     model: str = DEFAULT_BACKBONE
     objective: str = "single-pass"
-    template: str | None = field(default=None, metadata={"help": "default: eol-sum (single-pass), eol (two-pass)"})
+    template: str | None = field(
+        default=None, metadata={"help": "default: eol-sum (single-pass, two-pass-crops), eol (other two-pass)"}
+    )
     second_template: str = field(default="sum", metadata={"help": "the positive's template for two-pass-prompts"})
     pooling: str = field(default="rep2", metadata={"help": "pooling recorded for inference"})
     max_text_tokens: int = 32
@@ -51,6 +58,8 @@ class TrainConfig:
         default="auto", metadata={"help": "compute: auto (bf16 autocast where fast), float32, bfloat16"}
     )
     dropout: float = field(default=0.1, metadata={"help": "attention dropout, two-pass-dropout only"})
+    crop_min: float = field(default=0.1, metadata={"help": "two-pass-crops: shortest crop, as a share of the words"})
+    crop_max: float = field(default=0.5, metadata={"help": "two-pass-crops: longest crop, as a share of the words"})
     gradient_checkpointing: bool = False
     seed: int = 42
     save_every: int = 200
@@ -112,6 +121,8 @@ class TrainConfig:
         for name in ("lr", "temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.crop_min <= self.crop_max <= 1:
+            raise ValueError(f"need 0 < crop_min <= crop_max <= 1, got {self.crop_min}, {self.crop_max}")
         for name in ("lora_dropout", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -149,8 +149,26 @@ def resolve_train_autocast(dtype: str, device: str):
 # --- the loss of one batch ----------------------------------------------------------------------------------------
 
 
+def random_crop(text: str, rng: np.random.Generator, low: float = 0.1, high: float = 0.5, min_words: int = 4) -> str:
+    """A random span of ``text`` covering a ``low``..``high`` share of its words (Contriever's independent cropping);
+    texts of ``min_words`` words or fewer are returned whole."""
+    words = text.split()
+    if len(words) <= min_words:
+        return text
+    length = min(len(words), max(min_words, round(rng.uniform(low, high) * len(words))))
+    start = int(rng.integers(0, len(words) - length + 1))
+    return " ".join(words[start : start + length])
+
+
 class ObjectiveStep:
-    """Compute the loss of one batch of texts for the configured objective."""
+    """Compute the loss of one batch of texts for the configured objective.
+
+    - ``single-pass``: one pass; Rep2 is the anchor and Rep1 (end of stage one) the positive (CSE-SFP).
+    - ``two-pass-dropout``: the same prompt twice, different dropout masks; Rep2 of each (SimCSE).
+    - ``two-pass-prompts``: two prompts of the same text; Rep2 of each (PromptEOL-style).
+    - ``two-pass-crops``: two independent random crops of the same text, one pass each; Rep2 of each (Contriever's
+      cropping; harder positives for passages than two views of one short sentence).
+    """
 
     def __init__(self, config: TrainConfig, tokenizer, device: str, distributed: bool) -> None:
         self.config, self.device, self.distributed = config, device, distributed
@@ -158,15 +176,21 @@ class ObjectiveStep:
         second = config.second_template if config.objective == "two-pass-prompts" else config.template
         self.second = PromptTokenizer(tokenizer, second, max_text_tokens=config.max_text_tokens)
 
-    def __call__(self, model, texts: list[str]) -> tuple[torch.Tensor, int]:
-        """Loss (global-batch InfoNCE) and the number of tokens processed by this rank."""
+    def __call__(self, model, texts: list[str], rng: np.random.Generator | None = None) -> tuple[torch.Tensor, int]:
+        """Loss (global-batch InfoNCE) and the number of tokens processed by this rank; ``rng`` draws the crops."""
         if self.config.objective == "single-pass":
             batch = self.first(texts).to(self.device)
             out = model(batch)
             anchor, positive, tokens = out.rep2, out.rep1, batch.num_tokens  # (B, D), (B, D)
         else:
-            a = self.first(texts).to(self.device)
-            b = self.second(texts).to(self.device)
+            first, second = texts, texts
+            if self.config.objective == "two-pass-crops":
+                rng = rng if rng is not None else np.random.default_rng(0)
+                lo, hi = self.config.crop_min, self.config.crop_max
+                first = [random_crop(t, rng, lo, hi) for t in texts]
+                second = [random_crop(t, rng, lo, hi) for t in texts]
+            a = self.first(first).to(self.device)
+            b = self.second(second).to(self.device)
             anchor, positive = model(a).rep2, model(b).rep2  # two passes: (B, D) each
             tokens = a.num_tokens + b.num_tokens
         return info_nce(anchor, positive, self.config.temperature, distributed=self.distributed), tokens
@@ -253,7 +277,8 @@ def train(
             rows = order((step - 1) * config.grad_accum + micro)
             local = rows[rank * len(rows) // world : (rank + 1) * len(rows) // world]
             with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
-                loss, tokens = step_loss(sfp, [texts[i] for i in local])
+                crops = np.random.default_rng([config.seed, step, micro, rank])  # the same on resume
+                loss, tokens = step_loss(sfp, [texts[i] for i in local], crops)
             if not torch.isfinite(loss):
                 ckpt = latest_checkpoint(output)
                 raise TrainingDiverged(
