@@ -132,3 +132,88 @@ def test_bm25_finds_the_matching_text():
     assert ids[1][0] == 1
     assert (ids[2] == -1).all()  # stopwords only: nothing matches, nothing fails
     assert bm25.search(["cat"], k=10)[1].shape == (1, 4)  # k is capped at the corpus size
+
+
+# --- index types for large corpora ------------------------------------------------------------------------------
+
+
+def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((64, dim)).astype(np.float32)
+    x = centers[rng.integers(0, 64, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _recall(ids: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, truth)]))
+
+
+def test_auto_picks_by_corpus_size():
+    from sfp_rag.retrieval.faiss_index import choose_factory
+
+    assert choose_factory(5_000, 640) == "Flat"
+    assert choose_factory(200_000, 640) == "IVF2048,Flat"  # about 4*sqrt(n) lists
+    assert choose_factory(10_000_000, 640).endswith(",PQ80")  # beyond 1M: PQ codes, dim/8 bytes a vector
+    assert FaissIndex.build(_clustered(500), "auto").factory == "Flat"
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "HNSW16", "IVF16,PQ8"])
+def test_approximate_indexes_against_exact_search(factory):
+    vectors, queries = _clustered(3000), _clustered(50, seed=1)
+    _, truth = brute_force_search(vectors, queries, 10)
+    index = FaissIndex.build(vectors, factory)
+    _, ids = index.search(queries, 10)
+    assert _recall(ids, truth) > (0.35 if "PQ" in factory else 0.85)  # PQ codes are lossy (8 bytes a vector)
+    # per-search parameters: the widest search is exact for IVF-Flat, and the defaults come back afterwards
+    wide = {"nprobe": 16} if "IVF" in factory else {"efSearch": 512}
+    _, wide_ids = index.search(queries, 10, wide)
+    assert _recall(wide_ids, truth) >= _recall(ids, truth)
+    if factory == "IVF16,Flat":
+        assert _recall(wide_ids, truth) == 1.0
+    _, again = index.search(queries, 10)
+    np.testing.assert_array_equal(again, ids)
+
+
+def test_search_parameters_are_checked():
+    from sfp_rag.retrieval.faiss_index import check_search_params
+
+    with pytest.raises(ValueError, match="applies to IVF"):
+        check_search_params("Flat", {"nprobe": 4})
+    with pytest.raises(ValueError, match="unknown search parameter"):
+        check_search_params("IVF16,Flat", {"n_probe": 4})
+    with pytest.raises(ValueError, match="positive integer"):
+        check_search_params("HNSW32", {"efSearch": 0})
+
+
+def test_training_uses_a_bounded_sample():
+    from sfp_rag.retrieval.faiss_index import training_sample
+
+    vectors = _clustered(10_000)
+    assert training_sample(vectors, "IVF16,Flat").shape == (16 * 256, 32)
+    assert training_sample(vectors[:100], "Flat").shape == (100, 32)
+    with pytest.raises(ValueError, match="needs at least 64 vectors"):
+        training_sample(vectors[:10], "IVF64,Flat")
+
+
+def test_ondisk_index_equals_the_in_memory_one_and_moves_with_its_folder(tmp_path):
+    import shutil
+
+    from sfp_rag.retrieval.faiss_index import ONDISK_DATA, build_ondisk
+
+    vectors, queries = _clustered(5000), _clustered(40, seed=2)
+    folder = tmp_path / "a"
+    folder.mkdir()
+    ondisk = build_ondisk(vectors, "IVF32,Flat", folder, shard_rows=1200, workers=2)  # 5 shards, merged on disk
+    memory = FaissIndex.build(vectors, "IVF32,Flat", use_gpu=False)
+    assert (folder / ONDISK_DATA).stat().st_size > 0 and ondisk.ntotal == 5000
+    assert sorted(p.name for p in folder.iterdir()) == ["index.faiss", ONDISK_DATA]  # no shards left behind
+    for index in (ondisk, FaissIndex.load(folder / "index.faiss", "IVF32,Flat")):
+        s1, i1 = index.search(queries, 10, {"nprobe": 32})
+        s2, i2 = memory.search(queries, 10, {"nprobe": 32})
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(s1, s2, rtol=1e-5)
+    shutil.move(folder, tmp_path / "moved")  # the lists are found beside the index file, wherever it is
+    moved = FaissIndex.load(tmp_path / "moved" / "index.faiss", "IVF32,Flat")
+    np.testing.assert_array_equal(moved.search(queries, 10, {"nprobe": 32})[1], i2)
+    with pytest.raises(ValueError, match="IVF"):
+        build_ondisk(vectors, "HNSW16", tmp_path)

@@ -334,3 +334,25 @@ def test_the_library_configures_no_logging_and_prints_no_noise(tmp_path, tiny_mo
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", str(logging.WARNING), "True"]
     assert done.stderr == "", done.stderr
+
+
+def test_ondisk_and_auto_index_types_through_the_builder(docs, encoder, tmp_path):
+    report = _build(docs, encoder, tmp_path / "auto", factory="auto")
+    assert report.index_type == "Flat"  # a small corpus: exact search
+    manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert manifest["index"]["requested"] == "auto" and manifest["index"]["factory"] == "Flat"
+    report = _build(docs, encoder, tmp_path / "disk", factory="IVF2,Flat", ondisk=True)
+    assert (tmp_path / "disk" / "index.ivfdata").exists()
+    manifest = json.loads((tmp_path / "disk" / "manifest.json").read_text())
+    assert manifest["index"]["ondisk"] is True and manifest["index"]["search"] == {"nprobe": 2}
+    searcher = Searcher(Collection.open(tmp_path / "disk"), encoder)
+    exact = Searcher(Collection.open(tmp_path / "auto"), encoder)
+    query = "Dogs need a walk every day."
+    wide = searcher.search(query, k=3, mode="dense", search_params={"nprobe": 2})
+    assert [h.row for h in wide] == [h.row for h in exact.search(query, k=3, mode="dense")]
+    with pytest.raises(ValueError, match="applies to HNSW"):
+        searcher.search(query, k=3, mode="dense", search_params={"efSearch": 8})
+    # an update keeps the on-disk layout and the requested type
+    (docs / "new.txt").write_text("A new note about tea gardens.")
+    _build(docs, encoder, tmp_path / "disk", factory="IVF2,Flat", ondisk=True)
+    assert Collection.open(tmp_path / "disk").ntotal == report.chunks + 1

@@ -27,7 +27,10 @@ from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options,
     "--index-type",
     default="Flat",
     show_default=True,
-    help="FAISS factory string: Flat (exact), HNSW32, IVF256,PQ32, ...",
+    help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat, IVF4096,PQ80, ...; or auto (by corpus size).",
+)
+@click.option(
+    "--ondisk", is_flag=True, help="Keep an IVF index's lists on disk (built in shards): for indexes larger than RAM."
 )
 @click.option(
     "--hybrid/--dense-only",
@@ -58,6 +61,7 @@ def index(
     chunk_size,
     chunk_overlap,
     index_type,
+    ondisk,
     hybrid,
     rebuild,
     max_file_mb,
@@ -95,6 +99,8 @@ def index(
         target = out or index_home() / (check_index_name(name) if name is not None else default_index_name(docs))
         check_build_target(target, docs)
         check_factory(index_type)
+        if ondisk and index_type != "auto" and "IVF" not in index_type:
+            raise ValueError(f"--ondisk needs an IVF index type (e.g. IVF4096,PQ80 or auto), got {index_type!r}")
         if hybrid:
             require_bm25()
     except USER_ERRORS as err:
@@ -118,6 +124,7 @@ def index(
             max_file_mb=max_file_mb,
             batch_size=batch_size,
             hybrid=hybrid,
+            ondisk=ondisk,
         )
     except (*USER_ERRORS, RuntimeError) as err:
         raise fail(err) from err
@@ -127,6 +134,7 @@ def index(
     click.echo(
         f"indexed {report.files} files ({report.chunks} chunks: {report.embedded} embedded, "
         f"{report.reused} reused) into {printable(report.path)} in {report.seconds:.1f} s"
+        + (f" (index type {report.index_type})" if index_type == "auto" else "")
     )
     for label, files in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
         if files and (report.reused or label == "removed"):
@@ -173,13 +181,15 @@ QUERY_FORMATS = ("plain", "json", "jsonl")
 @click.option("--json", "fmt", flag_value="json", help="Same as --format json.")
 @click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto].")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists to visit [default: recorded].")
+@click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW beam width [default: recorded].")
 @click.option(
     "--server",
     envvar="SFP_RAG_SERVER",
     default=None,
     help="Ask a running `sfp-rag serve` (URL) instead of loading the model here [env SFP_RAG_SERVER].",
 )
-def query(text, index_name, k, mode, fmt, device, dtype, server) -> None:
+def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, server) -> None:
     """Search an index with TEXT ("-" reads one query per line from stdin).
 
     \b
@@ -204,7 +214,8 @@ def query(text, index_name, k, mode, fmt, device, dtype, server) -> None:
         try:
             searcher = Searcher.open(index_name, lazy=True, **overrides)
             mode = default_mode(searcher.collection) if mode == "auto" else mode
-            results = searcher.search(queries, k=k, mode=mode)
+            params = {n: v for n, v in {"nprobe": nprobe, "efSearch": ef_search}.items() if v is not None}
+            results = searcher.search(queries, k=k, mode=mode, search_params=params or None)
         except USER_ERRORS as err:
             raise fail(err) from err
     from ..retrieval.index_folder import SCORE_KINDS

@@ -36,7 +36,7 @@ from .documents import (
     read_text,
     scan_folder,
 )
-from .faiss_index import DEFAULT_FACTORY, FaissIndex
+from .faiss_index import AUTO, DEFAULT_FACTORY, FaissIndex, build_ondisk, choose_factory, search_defaults
 from .index_folder import (
     BM25_DIR,
     DOCSTORE,
@@ -74,6 +74,7 @@ class BuildReport:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    index_type: str = ""  # the FAISS factory string used (what "auto" chose)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,6 +167,7 @@ def build_index(
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     batch_size: int = 32,
     hybrid: bool = False,
+    ondisk: bool = False,
     show_progress: bool | None = None,
 ) -> BuildReport:
     """Index the files under ``docs_dir`` into ``out_dir`` (created or updated in place, atomically): afterwards the
@@ -176,7 +178,10 @@ def build_index(
         encoder: an ``SFPEncoder``.
         out_dir: the index folder, e.g. ``indexes/docs``.
         chunk_size, chunk_overlap: chunk length and overlap in tokens of the encoder's tokenizer.
-        factory: FAISS index factory string (``Flat``, ``HNSW32``, ``IVF256,PQ32``, ...).
+        factory: FAISS index factory string (``Flat``, ``HNSW32``, ``IVF256,PQ32``, ...) or ``auto`` (by corpus
+            size; the report says what it chose).
+        ondisk: keep an IVF index's inverted lists on disk (``index.ivfdata``), built in shards: for corpora whose
+            index does not fit in memory.
         rebuild: ignore an existing index instead of updating it (needed to switch encoder or index type).
         max_file_mb: skip files larger than this.
         hybrid: also build a BM25 index over the chunks, for ``hybrid`` and ``bm25`` search.
@@ -192,7 +197,7 @@ def build_index(
     options = dict(chunk_size=chunk_size, chunk_overlap=chunk_overlap, factory=factory, batch_size=batch_size)
     return _locked_write(
         Path(out_dir), encoder, folder_sources(scan), dict(scan.skipped), sync=True, delete=(), docs=docs,
-        rebuild=rebuild, hybrid=hybrid, show_progress=show_progress, **options,
+        rebuild=rebuild, hybrid=hybrid, ondisk=ondisk, show_progress=show_progress, **options,
     )  # fmt: skip
 
 
@@ -223,11 +228,13 @@ def update_index(
             raise KeyError(f"not in {out}: {unknown[:5]}; list the sources with Index.info()['sources']")
     recorded = old.manifest if old is not None else {}
     chunking = recorded.get("chunking", {})
+    kept = recorded.get("index", {})
     options = dict(
         chunk_size=chunk_size or chunking.get("chunk_size", 256),
         chunk_overlap=chunking.get("chunk_overlap", 32) if chunk_overlap is None else chunk_overlap,
-        factory=factory or recorded.get("index", {}).get("factory", DEFAULT_FACTORY),
+        factory=factory or kept.get("requested", kept.get("factory", DEFAULT_FACTORY)),
         batch_size=batch_size,
+        ondisk=bool(kept.get("ondisk")),
     )
     hybrid = bool(recorded.get("hybrid")) if hybrid is None else hybrid
     docs = recorded.get("docs_dir")
@@ -272,6 +279,7 @@ def _write(
     batch_size: int,
     rebuild: bool,
     hybrid: bool,
+    ondisk: bool = False,
     show_progress: bool | None,
 ) -> BuildReport:
     """The one writer behind every change. ``sync``: the index ends up holding exactly ``sources`` (a folder run);
@@ -284,7 +292,7 @@ def _write(
             raise IndexFolderError(f"{out} was chunked with {old.manifest.get('chunking')}; update it with the same")
         logger.info("chunking changed (%s -> %s): re-chunking every file", old.manifest.get("chunking"), chunking)
         old = None
-    if old is not None and old.manifest["index"]["factory"] != factory:
+    if old is not None and old.manifest["index"].get("requested", old.manifest["index"]["factory"]) != factory:
         logger.info("index type changed to %s: the index is rebuilt from the stored vectors", factory)
     old_files = old.files if old is not None else {}
     given = {s.source: s for s in sources}
@@ -375,8 +383,15 @@ def _write(
                 files_table[rel] = {**entry, "first_row": row, "chunks": len(lines)}
                 row += len(lines)
         matrix.flush()
-        faiss_index = FaissIndex.build(np.asarray(matrix), factory)
-        faiss_index.save(tmp / FAISS_FILE)
+        if ondisk:
+            chosen = choose_factory(n, encoder.dim) if factory == AUTO else factory
+            faiss_index = build_ondisk(matrix, chosen, tmp)
+        else:
+            faiss_index = FaissIndex.build(matrix, factory)
+            faiss_index.save(tmp / FAISS_FILE)
+        report.index_type = faiss_index.factory
+        if factory == AUTO:
+            logger.info("index type auto: %s for %d vectors", faiss_index.factory, n)
         del matrix
         atomic_write_json(tmp / FILES, files_table)
         if hybrid:
@@ -384,7 +399,9 @@ def _write(
 
             BM25Index.build(_all_texts(tmp)).save(tmp / BM25_DIR)
         report.files, report.chunks = len(indexed), n
-        atomic_write_json(tmp / MANIFEST, _manifest(docs, encoder, faiss_index, chunking, report, hybrid, old))
+        atomic_write_json(
+            tmp / MANIFEST, _manifest(docs, encoder, faiss_index, chunking, report, hybrid, old, factory, ondisk)
+        )
     shutil.rmtree(work, ignore_errors=True)
     return report
 
@@ -421,6 +438,8 @@ def _manifest(
     report: BuildReport,
     hybrid: bool,
     old: Collection | None,
+    factory: str,
+    ondisk: bool,
 ) -> dict[str, Any]:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return {
@@ -432,6 +451,9 @@ def _manifest(
         "encoder": encoder_section(encoder),
         "index": {
             "factory": faiss_index.factory,
+            "requested": factory,
+            "search": search_defaults(faiss_index.factory),
+            "ondisk": ondisk,
             "metric": "inner_product",
             "ntotal": faiss_index.ntotal,
             "dim": faiss_index.dim,

@@ -94,6 +94,7 @@ def hybrid_search(
     fusion: str = DEFAULT_FUSION,
     alpha: float = DEFAULT_ALPHA,
     vectors: np.ndarray | None = None,
+    search_params: dict[str, int] | None = None,
 ):
     """Hits for ``queries`` from an opened ``searcher.Searcher``: ``bm25`` alone, or ``hybrid`` (fused; ``vectors``
     are the queries' embeddings, computed here when not given)."""
@@ -107,7 +108,7 @@ def hybrid_search(
         ]
     if vectors is None:
         vectors = searcher.encoder.encode_queries(queries)
-    dense_scores, dense_ids = collection.faiss.search(vectors, min(depth, collection.ntotal))
+    dense_scores, dense_ids = collection.faiss.search(vectors, min(depth, collection.ntotal), search_params)
     return [
         [collection.hit(i, s) for i, s in fuse_scores(_row(ds, di), _row(ss, si), fusion, alpha)[:k]]
         for ds, di, ss, si in zip(dense_scores, dense_ids, sparse_scores, sparse_ids)

@@ -353,7 +353,7 @@ class Collection:
             self._bm25 = BM25Index.load(self.path / BM25_DIR)
         return self._bm25
 
-    def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Dense top-``k`` for each query vector."""
-        scores, ids = self.faiss.search(queries, min(k, max(self.ntotal, 1)))
+    def search_vectors(self, queries: np.ndarray, k: int, params: dict[str, int] | None = None) -> list[list[Hit]]:
+        """Dense top-``k`` for each query vector (``params``: FAISS search parameters for this search)."""
+        scores, ids = self.faiss.search(queries, min(k, max(self.ntotal, 1)), params)
         return [[self.hit(i, s) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]

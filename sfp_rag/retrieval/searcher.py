@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..embedding.tokenization import check_texts
+from .faiss_index import check_search_params
 from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, check_fusion, hybrid_search
 from .index_folder import (
     Collection,
@@ -84,6 +85,7 @@ class Searcher:
         fusion: str = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
         vectors: np.ndarray | None = None,
+        search_params: dict[str, int] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-``k`` chunks for each query (a list of hits, or a list of lists for a list of queries).
 
@@ -91,6 +93,8 @@ class Searcher:
             mode: ``dense``, ``hybrid`` or ``bm25``; None: ``hybrid`` where the index has BM25, else ``dense``.
             fusion, alpha: how ``hybrid`` fuses (see ``fusion``).
             vectors: the queries' embeddings, when already computed (a server batches them across requests).
+            search_params: FAISS search parameters for this search (``nprobe`` for IVF, ``efSearch`` for HNSW);
+                the index's defaults are in its manifest (``index.search``).
         """
         check_mode(mode)
         check_fusion(fusion, alpha)
@@ -103,10 +107,14 @@ class Searcher:
             raise ValueError("a query is empty; give some text to search for")
         if mode != "bm25" and vectors is None:
             vectors = self.load_encoder().encode_queries(qs)
+        if search_params:
+            check_search_params(self.collection.manifest["index"]["factory"], search_params)
         if mode == "dense":
-            results = self.collection.search_vectors(vectors, k)
+            results = self.collection.search_vectors(vectors, k, search_params)
         else:
-            results = hybrid_search(self, qs, k, mode, fusion=fusion, alpha=alpha, vectors=vectors)
+            results = hybrid_search(
+                self, qs, k, mode, fusion=fusion, alpha=alpha, vectors=vectors, search_params=search_params
+            )
         return results[0] if single else results
 
 

@@ -59,6 +59,8 @@ class SearchRequest(BaseModel):
     k: int = 5
     mode: Literal["dense", "hybrid", "bm25"] | None = None
     hybrid: bool | None = Field(default=None, description="true: mode hybrid (as `sfp-rag query --hybrid`)")
+    nprobe: int | None = Field(default=None, description="IVF lists to visit (IVF indexes)")
+    ef_search: int | None = Field(default=None, description="HNSW beam width (HNSW indexes)")
 
 
 class AskRequest(BaseModel):
@@ -244,9 +246,12 @@ def create_app(
         except ValueError as err:  # damaged, or built by another encoder
             raise ApiError(409, str(err), "index_error") from None
         mode = "hybrid" if body.hybrid else body.mode or default_mode(searcher.collection)
+        params = {n: v for n, v in {"nprobe": body.nprobe, "efSearch": body.ef_search}.items() if v is not None}
         vectors = await embed(queries, "query") if mode != "bm25" else None
         try:
-            results = await asyncio.to_thread(searcher.search, queries, body.k, mode, vectors=vectors)
+            results = await asyncio.to_thread(
+                searcher.search, queries, body.k, mode, vectors=vectors, search_params=params or None
+            )
         except ValueError as err:
             raise ApiError(422, str(err)) from None
         answers = [
