@@ -187,6 +187,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
       SFP_RAG_MODEL   the model `index`, `eval` use [default: shipped model]
       SFP_RAG_BACKBONE  the backbone `train` starts from [default: gemma3-270m]
       SFP_RAG_CACHE   dequantized/merged weights, digests [default: user cache]
+      SFP_RAG_SERVER  a running `sfp-rag serve` for query/ask (URL)
+      SFP_RAG_API_KEY the API key serve requires and query/ask send
     """
     ctx.meta["sfp_rag.verbosity"] = {"verbose": verbose, "quiet": quiet}
     _setup_logging(verbose, quiet)
