@@ -253,6 +253,40 @@ def chunking_options(f):
     )(f)
 
 
+def engine_options(f):
+    """--engine, --ray-address, --workers: where document embeddings are computed."""
+    opts = [
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="local: this process; ray: Ray Data over an actor pool of encoders (the [distributed] extra).",
+        ),
+        click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray]."),
+        click.option(
+            "--workers", type=click.IntRange(min=1), default=None, help="Ray actors [default: one per GPU, else 1]."
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def make_embedder(engine: str, encoder, ray_address: str | None, workers: int | None, batch_size: int):
+    """None for the local engine; else a ``RayEmbedder`` over ``encoder`` (close it when done)."""
+    if engine == "local":
+        if ray_address or workers:
+            raise click.UsageError("--ray-address and --workers go with --engine ray")
+        return None
+    from ..distributed.ray_engine import RayEmbedder
+
+    try:
+        return RayEmbedder(encoder, workers=workers, address=ray_address, batch_size=batch_size)
+    except USER_ERRORS as err:
+        raise fail(err) from err
+
+
 def result_options(f):
     """--output (JSON file) and --label (the model's name in tables and reports)."""
     f = click.option(

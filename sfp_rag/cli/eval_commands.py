@@ -11,8 +11,10 @@ from .core import (
     build_encoder,
     chunking_options,
     encoder_options,
+    engine_options,
     fail,
     main,
+    make_embedder,
     model_label,
     result_options,
     senteval_option,
@@ -95,8 +97,9 @@ def eval_sts(
     show_default=True,
     help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
 )
-@click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (reciprocal-rank fusion).")
+@click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (convex fusion, alpha 0.3).")
 @chunking_options
+@engine_options
 @result_options
 def eval_beir(
     model,
@@ -112,6 +115,9 @@ def eval_beir(
     hybrid,
     chunk_size,
     chunk_overlap,
+    engine,
+    ray_address,
+    workers,
     output,
     label,
 ) -> None:
@@ -119,6 +125,8 @@ def eval_beir(
     from ..embedding.encoder import resolve_config
     from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
 
+    if engine == "local":
+        make_embedder(engine, None, ray_address, workers, batch_size)  # refuses Ray options without --engine ray
     encoder = build_encoder(model, adapter, template, pooling, device, dtype)
     systems: dict = {label or model_label(encoder): encoder}
     options = {k: v for k, v in {"adapter": adapter, "template": template}.items() if v is not None}
@@ -135,6 +143,9 @@ def eval_beir(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
             batch_size=batch_size,
+            engine=None
+            if engine == "local"
+            else lambda enc: make_embedder(engine, enc, ray_address, workers, batch_size),
         )
     except (BeirDataError, *USER_ERRORS) as err:
         raise fail(err) from err

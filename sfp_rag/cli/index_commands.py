@@ -8,7 +8,17 @@ from pathlib import Path
 
 import click
 
-from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options, fail, main, printable
+from .core import (
+    USER_ERRORS,
+    build_encoder,
+    chunking_options,
+    encoder_options,
+    engine_options,
+    fail,
+    main,
+    make_embedder,
+    printable,
+)
 
 
 @main.command()
@@ -46,6 +56,7 @@ from .core import USER_ERRORS, build_encoder, chunking_options, encoder_options,
     show_default=True,
     help="Skip files larger than this.",
 )
+@engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 def index(
     docs,
@@ -65,6 +76,9 @@ def index(
     hybrid,
     rebuild,
     max_file_mb,
+    engine,
+    ray_address,
+    workers,
     as_json,
 ) -> None:
     """Embed the documents under DOCS into a searchable index (incremental: only new or changed files are embedded).
@@ -112,6 +126,7 @@ def index(
         except USER_ERRORS as err:
             raise fail(err) from err
     encoder = build_encoder(model, adapter, template, pooling, device, dtype, base=base)
+    embedder = make_embedder(engine, encoder, ray_address, workers, batch_size)
     try:
         report = build_index(
             docs,
@@ -125,9 +140,13 @@ def index(
             batch_size=batch_size,
             hybrid=hybrid,
             ondisk=ondisk,
+            embedder=embedder,
         )
     except (*USER_ERRORS, RuntimeError) as err:
         raise fail(err) from err
+    finally:
+        if embedder is not None:
+            embedder.close()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -125,8 +125,12 @@ def dense_run(
     batch_size: int = 32,
     factory: str = "Flat",
     show_progress: bool | None = None,
+    embedder=None,
 ) -> tuple[Run, dict]:
-    """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats."""
+    """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats.
+
+    ``embedder`` (``texts -> vectors``, e.g. a ``RayEmbedder`` of ``encoder``) embeds the documents instead of the
+    encoder itself; queries are always embedded here."""
     from ..retrieval.chunking import chunk_text, make_splitter
     from ..retrieval.faiss_index import FaissIndex
     from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
@@ -143,13 +147,9 @@ def dense_run(
     t_chunk = time.perf_counter() - t0
     store = ShardedVectorStore(cache_dir() / "embeddings" / encoder.fingerprint(), encoder.dim)
     bar = progress_bar(len(set(texts)), f"embed {data.name}", "chunk", show_progress, logger)
+    embed = embedder or (lambda t: encoder.encode_documents(t, batch_size=batch_size))
     vectors = embed_with_store(
-        texts,
-        lambda t: encoder.encode_documents(t, batch_size=batch_size),
-        store,
-        encoder.fingerprint(),
-        group_size=1024,
-        progress=bar,
+        texts, embed, store, encoder.fingerprint(), group_size=getattr(embed, "group_size", 1024), progress=bar
     )
     bar.close()
     t_embed = time.perf_counter() - t0 - t_chunk
@@ -228,6 +228,7 @@ def evaluate_beir(
     chunk_size: int = 256,
     chunk_overlap: int = 32,
     batch_size: int = 32,
+    engine=None,
 ) -> dict[str, Any]:
     """Score each system on one BEIR dataset.
 
@@ -235,6 +236,7 @@ def evaluate_beir(
         systems: label -> an encoder (``SFPEncoder``/``MeanPoolEncoder``), a function that builds one (called when
             its turn comes, so only one model is in memory), or the string "bm25".
         hybrid: labels of dense systems to also fuse with BM25 (added as "<label>+bm25").
+        engine: ``engine(encoder) -> embedder`` for the document embeddings of sfp encoders (e.g. Ray); None: here.
     """
     data = load_beir(folder, split)
     logger.info("%s: %d documents, %d %s queries", data.name, len(data.corpus), len(data.queries), split)
@@ -247,7 +249,12 @@ def evaluate_beir(
             stats[label] = {"total_s": round(time.perf_counter() - t, 1)}
         else:
             encoder = system() if callable(system) and not hasattr(system, "encode") else system  # lazy: one at a time
-            runs[label], stats[label] = dense_run(encoder, data, chunk_size, chunk_overlap, batch_size=batch_size)
+            embedder = engine(encoder) if engine is not None and hasattr(encoder, "prompt_tokenizer") else None
+            runs[label], stats[label] = dense_run(
+                encoder, data, chunk_size, chunk_overlap, batch_size=batch_size, embedder=embedder
+            )
+            if hasattr(embedder, "close"):
+                embedder.close()
             del encoder
     bm25_label = next((label for label, system in systems.items() if system == "bm25"), "BM25")
     for label in hybrid or []:

@@ -168,6 +168,7 @@ def build_index(
     batch_size: int = 32,
     hybrid: bool = False,
     ondisk: bool = False,
+    embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None = None,
 ) -> BuildReport:
     """Index the files under ``docs_dir`` into ``out_dir`` (created or updated in place, atomically): afterwards the
@@ -182,6 +183,8 @@ def build_index(
             size; the report says what it chose).
         ondisk: keep an IVF index's inverted lists on disk (``index.ivfdata``), built in shards: for corpora whose
             index does not fit in memory.
+        embedder: ``texts -> vectors`` to use instead of ``encoder.encode_documents`` (e.g. a
+            ``distributed.ray_engine.RayEmbedder``); it must produce the encoder's vectors.
         rebuild: ignore an existing index instead of updating it (needed to switch encoder or index type).
         max_file_mb: skip files larger than this.
         hybrid: also build a BM25 index over the chunks, for ``hybrid`` and ``bm25`` search.
@@ -197,7 +200,7 @@ def build_index(
     options = dict(chunk_size=chunk_size, chunk_overlap=chunk_overlap, factory=factory, batch_size=batch_size)
     return _locked_write(
         Path(out_dir), encoder, folder_sources(scan), dict(scan.skipped), sync=True, delete=(), docs=docs,
-        rebuild=rebuild, hybrid=hybrid, ondisk=ondisk, show_progress=show_progress, **options,
+        rebuild=rebuild, hybrid=hybrid, ondisk=ondisk, embedder=embedder, show_progress=show_progress, **options,
     )  # fmt: skip
 
 
@@ -212,6 +215,7 @@ def update_index(
     factory: str | None = None,
     batch_size: int = 32,
     hybrid: bool | None = None,
+    embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None = None,
 ) -> BuildReport:
     """Add (or replace) ``add`` and drop the sources in ``delete``; every other source stays as it is. An index that
@@ -240,7 +244,7 @@ def update_index(
     docs = recorded.get("docs_dir")
     return _locked_write(
         out, encoder, list(add), {}, sync=False, delete=delete, docs=Path(docs) if docs else None, rebuild=False,
-        hybrid=hybrid, show_progress=show_progress, **options,
+        hybrid=hybrid, embedder=embedder, show_progress=show_progress, **options,
     )  # fmt: skip
 
 
@@ -280,6 +284,7 @@ def _write(
     rebuild: bool,
     hybrid: bool,
     ondisk: bool = False,
+    embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None,
 ) -> BuildReport:
     """The one writer behind every change. ``sync``: the index ends up holding exactly ``sources`` (a folder run);
@@ -336,12 +341,14 @@ def _write(
     work = out.parent / f".{out.name}.partial"
     store = ShardedVectorStore(work, encoder.dim)
     progress = progress_bar(len(set(texts)), "embedding chunks", "chunk", show_progress, logger)
+    if embedder is None:
+        embedder = functools.partial(encoder.encode_documents, batch_size=batch_size, show_progress_bar=False)
     vectors = embed_with_store(
         texts,
-        lambda t: encoder.encode_documents(t, batch_size=batch_size, show_progress_bar=False),
+        embedder,
         store,
         encoder.fingerprint(),
-        group_size=EMBED_GROUP,
+        group_size=getattr(embedder, "group_size", EMBED_GROUP),
         progress=progress,
     )
     progress.close()

@@ -1,0 +1,54 @@
+"""The Ray engine: a local Ray with the tiny in-process model, against the in-process path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+from sfp_rag.retrieval.builder import build_index  # noqa: E402
+from sfp_rag.retrieval.index_folder import Collection  # noqa: E402
+from tests.test_pipeline import write_docs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir):
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    return SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def ray_embedder(encoder):
+    from sfp_rag.distributed.ray_engine import RayEmbedder
+
+    embedder = RayEmbedder(encoder, workers=2, batch_size=4)
+    yield embedder
+    embedder.close()
+
+
+def test_ray_index_equals_the_in_process_index(tmp_path, encoder, ray_embedder):
+    docs = write_docs(tmp_path / "docs")
+    opts = dict(chunk_size=64, chunk_overlap=8, show_progress=False)
+    local = build_index(docs, encoder, tmp_path / "local", **opts)
+    ray = build_index(docs, encoder, tmp_path / "ray", embedder=ray_embedder, **opts)
+    assert (ray.files, ray.chunks, ray.embedded) == (local.files, local.chunks, local.embedded)
+    a, b = Collection.open(tmp_path / "local"), Collection.open(tmp_path / "ray")
+    cos = np.sum(a.vectors() * b.vectors(), axis=1)
+    assert cos.min() >= 0.999
+    assert (tmp_path / "local" / "docstore.jsonl").read_bytes() == (tmp_path / "ray" / "docstore.jsonl").read_bytes()
+    ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("local", "ray"))
+    assert ma["fingerprint"] == mb["fingerprint"]
+    # incremental semantics are the same: unchanged files are not embedded again, changed ones are
+    (docs / "pets" / "cats.txt").write_text("Cats purr. They nap in the sun all afternoon long.")
+    again = build_index(docs, encoder, tmp_path / "ray", embedder=ray_embedder, **opts)
+    assert again.changed == ["pets/cats.txt"] and again.embedded == 1 and again.reused == ray.chunks - 1
+
+
+def test_ray_embedder_keeps_the_order_of_many_texts(encoder, ray_embedder):
+    texts = [f"text number {i} of a longer list" for i in range(37)]
+    np.testing.assert_allclose(ray_embedder(texts), encoder.encode_documents(texts), atol=1e-5)
+    assert ray_embedder([]).shape == (0, encoder.dim)
