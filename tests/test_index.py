@@ -217,3 +217,12 @@ def test_ondisk_index_equals_the_in_memory_one_and_moves_with_its_folder(tmp_pat
     np.testing.assert_array_equal(moved.search(queries, 10, {"nprobe": 32})[1], i2)
     with pytest.raises(ValueError, match="IVF"):
         build_ondisk(vectors, "HNSW16", tmp_path)
+
+
+def test_bm25_over_texts_without_an_indexable_word():
+    pytest.importorskip("bm25s")
+    from sfp_rag.retrieval.bm25 import BM25Index
+
+    index = BM25Index.build(["x y z", "a an the", "of"])  # one-letter words and stopwords only
+    scores, ids = index.search(["x", "the cat"], 2)
+    assert (ids == -1).all() and index.ntotal == 3

@@ -242,9 +242,9 @@ def test_approximate_index_type_and_hybrid(docs, encoder, tmp_path):
     with pytest.raises(ValueError, match="mode must be"):
         searcher.search("x", mode="sparse")
     (docs / "new.txt").write_text("Photosynthesis turns light into sugar.", encoding="utf-8")
-    _build(docs, encoder, out)  # an update without hybrid=True keeps the BM25 index
+    _build(docs, encoder, out, hybrid=False)  # an update keeps the BM25 index an index was built with
     assert Collection.open(out).manifest["hybrid"] and (out / "bm25").exists()
-    _build(docs, encoder, tmp_path / "dense-only")
+    _build(docs, encoder, tmp_path / "dense-only", hybrid=False)
     with pytest.raises(IndexFolderError, match="--hybrid"):
         Searcher(Collection.open(tmp_path / "dense-only"), encoder).search("x", mode="hybrid")
 

@@ -166,7 +166,7 @@ def build_index(
     rebuild: bool = False,
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     batch_size: int = 32,
-    hybrid: bool = False,
+    hybrid: bool = True,
     ondisk: bool = False,
     embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None = None,
@@ -187,7 +187,8 @@ def build_index(
             ``distributed.ray_engine.RayEmbedder``); it must produce the encoder's vectors.
         rebuild: ignore an existing index instead of updating it (needed to switch encoder or index type).
         max_file_mb: skip files larger than this.
-        hybrid: also build a BM25 index over the chunks, for ``hybrid`` and ``bm25`` search.
+        hybrid: also build a BM25 index over the chunks, for ``hybrid`` (the default search, measured best) and
+            ``bm25`` search; False builds a dense-only index.
 
     Raises:
         IndexFolderError: ``out_dir`` cannot be used (see ``index_folder.check_build_target``).
@@ -240,7 +241,7 @@ def update_index(
         batch_size=batch_size,
         ondisk=bool(kept.get("ondisk")),
     )
-    hybrid = bool(recorded.get("hybrid")) if hybrid is None else hybrid
+    hybrid = bool(recorded.get("hybrid", True)) if hybrid is None else hybrid  # a new index: hybrid, the default
     docs = recorded.get("docs_dir")
     return _locked_write(
         out, encoder, list(add), {}, sync=False, delete=delete, docs=Path(docs) if docs else None, rebuild=False,

@@ -1,8 +1,9 @@
 """Server-side micro-batching: texts from concurrent requests are encoded together in one forward pass.
 
-A request's texts join a queue; one worker takes the oldest waiting requests, waits up to ``max_wait_ms`` for more to
-arrive (only while the batch is not full), and encodes them in one call bounded by ``max_batch_tokens`` padded
-tokens and ``max_batch_size`` texts (as text-embeddings-inference's ``--max-batch-tokens``). The model runs in one
+A request's texts join a queue; one worker takes the oldest waiting requests (a lone request at once; with others
+queued, waiting up to ``max_wait_ms`` for more while the batch is not full), and encodes them in one call bounded by
+``max_batch_tokens`` padded tokens and ``max_batch_size`` texts (as text-embeddings-inference's
+``--max-batch-tokens``). The model runs in one
 worker thread, so the event loop keeps accepting requests meanwhile. At most ``max_queue`` texts wait; more is
 refused at once (``QueueFull``: the server answers 503), never queued without bound.
 """
@@ -116,9 +117,12 @@ class MicroBatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                # A lone request goes at once (waiting would only add latency); once others are queued behind it,
+                # the batch waits up to max_wait for more to arrive. Requests that come in while a batch runs
+                # queue up and form the next batch by themselves.
                 deadline = self._queue[0].arrived + self.max_wait
-                while not self._full() and (delay := deadline - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)  # let concurrent requests join this batch
+                while len(self._queue) > 1 and not self._full() and (delay := deadline - time.perf_counter()) > 0:
+                    await asyncio.sleep(delay)
                 batch = self._take()
                 texts = [t for r in batch for t in r.texts]
                 started = time.perf_counter()
