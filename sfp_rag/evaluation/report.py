@@ -158,8 +158,11 @@ def _beir_section(results: list[dict], out_dir: Path) -> list[str]:
 
 
 def _is_reference(label: str) -> str | None:
-    return next((ref for ref in REFERENCE_SYSTEMS if label.startswith(ref) or label.lower().startswith(ref.lower())),
-                None)  # fmt: skip
+    """BM25 (the keyword baseline, not a BM25 hybrid) or MiniLM (the supervised peer), drawn as lines."""
+    low = label.lower()
+    if low.startswith("bm25"):
+        return "BM25"
+    return "MiniLM" if "minilm" in low and "+" not in low else None
 
 
 def _beir_plot(scores: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
