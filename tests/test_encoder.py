@@ -225,3 +225,43 @@ def test_bf16_adapter_loads_through_a_merged_cache(tmp_path, tiny_model_dir, mon
     again = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="bfloat16")  # from the cache
     for enc in (fast, again):
         assert np.sum(enc.encode(texts) * reference, axis=1).min() >= 0.99
+
+
+# --- sentence-transformers compatibility ---------------------------------------------------------------------------
+
+
+def test_encode_speaks_sentence_transformers(tiny_encoder):
+    import torch
+
+    texts = ["A cat sits on the mat.", "Stocks fell sharply."]
+    ref = tiny_encoder.encode(texts)
+    np.testing.assert_allclose(tiny_encoder.encode(texts, prompt_name="query"), tiny_encoder.encode_queries(texts))
+    np.testing.assert_allclose(tiny_encoder.encode_query(texts), tiny_encoder.encode_queries(texts))
+    np.testing.assert_allclose(tiny_encoder.encode_document(texts), ref)
+    np.testing.assert_allclose(tiny_encoder.encode(texts, prompt_name="passage"), ref)
+    as_tensor = tiny_encoder.encode(texts, convert_to_tensor=True)
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.shape == (2, tiny_encoder.dim)
+    as_list = tiny_encoder.encode(texts, convert_to_numpy=False)
+    assert isinstance(as_list, list) and len(as_list) == 2 and as_list[0].shape == (tiny_encoder.dim,)
+    raw = tiny_encoder.encode(texts, normalize_embeddings=False)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), ref, atol=1e-6)
+    assert tiny_encoder.get_sentence_embedding_dimension() == tiny_encoder.dim
+    sim = tiny_encoder.similarity(ref, ref)
+    assert isinstance(sim, torch.Tensor) and sim.shape == (2, 2)
+    np.testing.assert_allclose(sim.numpy(), ref @ ref.T, atol=1e-6)  # brute force: the cosine matrix
+    assert tiny_encoder.similarity_fn_name == "cosine" and set(tiny_encoder.prompts) == {"query", "document"}
+    # MTEB passes task_name and prompt_type; anything else unknown is an error, not silently absorbed
+    np.testing.assert_allclose(tiny_encoder.encode(texts, task_name="STSBenchmark", prompt_type="query"),
+                               tiny_encoder.encode_queries(texts))  # fmt: skip
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        tiny_encoder.encode(texts, output_value="token_embeddings")
+    with pytest.raises(ValueError, match="prompt_name must be one of"):
+        tiny_encoder.encode(texts, prompt_name="question")
+
+
+def test_an_explicit_prompt_and_device(tiny_encoder):
+    texts = ["A cat sits on the mat."]
+    explicit = tiny_encoder.encode(texts, prompt='This sentence : "{text}" means in one word:"')
+    assert explicit.shape == (1, tiny_encoder.dim)
+    assert not np.allclose(explicit, tiny_encoder.encode(texts))
+    np.testing.assert_allclose(tiny_encoder.encode(texts, device="cpu"), tiny_encoder.encode(texts))

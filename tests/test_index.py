@@ -226,3 +226,21 @@ def test_bm25_over_texts_without_an_indexable_word():
     index = BM25Index.build(["x y z", "a an the", "of"])  # one-letter words and stopwords only
     scores, ids = index.search(["x", "the cat"], 2)
     assert (ids == -1).all() and index.ntotal == 3
+
+
+@pytest.mark.gpu
+def test_faiss_builds_and_searches_on_the_gpu(tmp_path):
+    from sfp_rag.retrieval.faiss_index import faiss_gpus
+
+    if faiss_gpus() == 0:
+        pytest.skip("needs a CUDA GPU and FAISS with GPU support (pip install faiss-gpu; see the README)")
+    vectors, queries = _clustered(20_000), _clustered(100, seed=3)
+    _, truth = brute_force_search(vectors, queries, 10)
+    for factory in ("Flat", "IVF64,Flat"):
+        index = FaissIndex.build(vectors, factory, use_gpu=True)
+        assert index._gpu is not None  # built and searched on the GPU
+        _, ids = index.search(queries, 10, {"nprobe": 64} if "IVF" in factory else None)
+        assert _recall(ids, truth) > 0.99
+        index.save(tmp_path / "i.faiss")  # what is saved is a CPU index: it opens without a GPU
+        _, again = FaissIndex.load(tmp_path / "i.faiss", factory).search(queries, 10)
+        assert _recall(again, truth) > 0.9
