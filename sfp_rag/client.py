@@ -61,10 +61,17 @@ class SFPClient:
         return response.json()
 
     def search(
-        self, query: str | list[str], index: str | None = None, k: int = 5, mode: str | None = None
+        self,
+        query: str | list[str],
+        index: str | None = None,
+        k: int = 5,
+        mode: str | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """What ``sfp-rag query --format json`` prints: ``{query, index, mode, score, hits}`` (a list for a list)."""
-        return self._call("POST", "/search", json={"query": query, "index": index, "k": k, "mode": mode})
+        body = {"query": query, "index": index, "k": k, "mode": mode, "nprobe": nprobe, "ef_search": ef_search}
+        return self._call("POST", "/search", json=body)
 
     def embed(self, texts: str | list[str], input_type: str = "document"):
         """Embeddings as float32 numpy rows (``(d,)`` for one string)."""

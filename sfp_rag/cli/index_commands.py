@@ -225,7 +225,7 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
     if not queries or not all(q.strip() for q in queries):
         raise click.UsageError("the query is empty; give some text to search for (or '-' and lines on stdin)")
     if server:
-        mode, results = _query_server(server, queries, index_name, k, mode)
+        mode, results = _query_server(server, queries, index_name, k, mode, nprobe, ef_search)
     else:
         from ..retrieval.searcher import Searcher, default_mode
 
@@ -262,14 +262,21 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
             click.echo("(no hits)")
 
 
-def _query_server(server: str, queries: list[str], index_name, k: int, mode: str):
+def _query_server(server: str, queries: list[str], index_name, k: int, mode: str, nprobe, ef_search):
     """Search through a running server: no torch, no transformers, no model load in this process."""
     from ..client import ServerError, SFPClient
     from ..retrieval.index_folder import Hit
 
     try:
         with SFPClient(server) as client:
-            answers = client.search(queries, index=index_name, k=k, mode=None if mode == "auto" else mode)
+            answers = client.search(
+                queries,
+                index=index_name,
+                k=k,
+                mode=None if mode == "auto" else mode,
+                nprobe=nprobe,
+                ef_search=ef_search,
+            )
     except (ServerError, ValueError) as err:
         raise fail(err) from err
     fields = ("score", "row", "source", "chunk", "start", "end", "text", "metadata")

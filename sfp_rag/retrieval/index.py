@@ -104,8 +104,7 @@ class Index:
     @property
     def searcher(self) -> Searcher:
         if self._searcher is None:
-            self._searcher = Searcher(Collection.open(self.path), self._encoder)
-            self._searcher._overrides = self._overrides
+            self._searcher = Searcher(Collection.open(self.path), self._encoder, **self._overrides)
         return self._searcher
 
     @property

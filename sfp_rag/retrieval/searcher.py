@@ -44,10 +44,11 @@ def check_mode(mode: str | None) -> str | None:
 class Searcher:
     """An opened index plus the encoder that built it; keep one around to answer many queries fast.
 
-    ``encoder`` may be None for an index searched by BM25 only (no model is loaded then).
+    ``encoder`` may be None: the encoder the index records is then built on the first search that needs it (with
+    ``encoder_overrides`` such as ``device``/``dtype``), and never for a BM25-only search.
     """
 
-    def __init__(self, collection: Collection, encoder) -> None:
+    def __init__(self, collection: Collection, encoder, **encoder_overrides: Any) -> None:
         if encoder is not None and encoder.fingerprint() != collection.fingerprint:
             raise IndexMismatchError(
                 f"{collection.path} was built by another encoder "
@@ -56,7 +57,7 @@ class Searcher:
             )
         self.collection = collection
         self.encoder = encoder
-        self._overrides: dict[str, Any] = {}
+        self._overrides = encoder_overrides
 
     @classmethod
     def open(
@@ -64,9 +65,7 @@ class Searcher:
     ) -> Searcher:
         """Open an index; without ``encoder`` the one recorded in its manifest is built (device/dtype overridable),
         at once or, with ``lazy=True``, on the first search that needs it (a BM25-only search never does)."""
-        collection = Collection.open(resolve_index_path(index))
-        searcher = cls(collection, encoder)
-        searcher._overrides = encoder_overrides
+        searcher = cls(Collection.open(resolve_index_path(index)), encoder, **encoder_overrides)
         if encoder is None and not lazy:
             searcher.load_encoder()
         return searcher
