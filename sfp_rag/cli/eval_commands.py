@@ -97,7 +97,11 @@ def eval_sts(
     show_default=True,
     help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
 )
-@click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (convex fusion, alpha 0.3).")
+@click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (as `query` does by default).")
+@click.option("--fusion", type=click.Choice(["convex", "rrf"]), default="convex", show_default=True)
+@click.option(
+    "--alpha", type=click.FloatRange(0, 1), default=None, help="Dense weight of convex fusion [default: 0.3, tuned]."
+)
 @chunking_options
 @engine_options
 @result_options
@@ -113,6 +117,8 @@ def eval_beir(
     split,
     baselines,
     hybrid,
+    fusion,
+    alpha,
     chunk_size,
     chunk_overlap,
     engine,
@@ -143,6 +149,8 @@ def eval_beir(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
             batch_size=batch_size,
+            fusion=fusion,
+            alpha=alpha,
             engine=None
             if engine == "local"
             else lambda enc: make_embedder(engine, enc, ray_address, workers, batch_size),

@@ -229,6 +229,8 @@ def evaluate_beir(
     chunk_overlap: int = 32,
     batch_size: int = 32,
     engine=None,
+    fusion: str = "convex",
+    alpha: float | None = None,
 ) -> dict[str, Any]:
     """Score each system on one BEIR dataset.
 
@@ -237,6 +239,7 @@ def evaluate_beir(
             its turn comes, so only one model is in memory), or the string "bm25".
         hybrid: labels of dense systems to also fuse with BM25 (added as "<label>+bm25").
         engine: ``engine(encoder) -> embedder`` for the document embeddings of sfp encoders (e.g. Ray); None: here.
+        fusion, alpha: how the hybrids fuse (see ``retrieval.fusion``; alpha None: its tuned default).
     """
     data = load_beir(folder, split)
     logger.info("%s: %d documents, %d %s queries", data.name, len(data.corpus), len(data.queries), split)
@@ -260,7 +263,7 @@ def evaluate_beir(
     for label in hybrid or []:
         if bm25_label not in runs:
             runs[bm25_label] = bm25_run(data)
-        runs[f"{label}+bm25"] = fuse(runs[label], runs[bm25_label])
+        runs[f"{label}+bm25"] = fuse(runs[label], runs[bm25_label], fusion=fusion, alpha=alpha)
     scores = {label: score_run(data.qrels, run) for label, run in runs.items()}
     return {
         "kind": "beir",
@@ -271,6 +274,7 @@ def evaluate_beir(
         "scores": scores,
         "stats": stats,
         "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap},
+        "fusion": {"method": fusion, "alpha": alpha} if hybrid else None,
     }
 
 
