@@ -273,11 +273,15 @@ def engine_options(f):
     return f
 
 
+def check_engine_options(engine: str, ray_address: str | None, workers: int | None) -> None:
+    """Before any model loads: Ray options make sense only with the Ray engine."""
+    if engine == "local" and (ray_address or workers):
+        raise click.UsageError("--ray-address and --workers go with --engine ray")
+
+
 def make_embedder(engine: str, encoder, ray_address: str | None, workers: int | None, batch_size: int):
     """None for the local engine; else a ``RayEmbedder`` over ``encoder`` (close it when done)."""
     if engine == "local":
-        if ray_address or workers:
-            raise click.UsageError("--ray-address and --workers go with --engine ray")
         return None
     from ..distributed.ray_engine import RayEmbedder
 

@@ -9,6 +9,7 @@ import click
 from .core import (
     USER_ERRORS,
     build_encoder,
+    check_engine_options,
     chunking_options,
     encoder_options,
     engine_options,
@@ -131,8 +132,7 @@ def eval_beir(
     from ..embedding.encoder import resolve_config
     from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
 
-    if engine == "local":
-        make_embedder(engine, None, ray_address, workers, batch_size)  # refuses Ray options without --engine ray
+    check_engine_options(engine, ray_address, workers)
     encoder = build_encoder(model, adapter, template, pooling, device, dtype)
     systems: dict = {label or model_label(encoder): encoder}
     options = {k: v for k, v in {"adapter": adapter, "template": template}.items() if v is not None}

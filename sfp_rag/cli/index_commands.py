@@ -11,6 +11,7 @@ import click
 from .core import (
     USER_ERRORS,
     build_encoder,
+    check_engine_options,
     chunking_options,
     encoder_options,
     engine_options,
@@ -104,6 +105,7 @@ def index(
 
     if out is not None and name is not None:
         raise click.UsageError("give either --name (an index in the index home) or --out (a folder), not both")
+    check_engine_options(engine, ray_address, workers)
     # everything that can be checked without the model is checked before it loads (that takes seconds)
     if not docs.exists():
         raise click.ClickException(f"documents folder {docs} does not exist")
