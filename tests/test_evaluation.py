@@ -245,3 +245,28 @@ def test_report_builds_markdown_and_plots(tmp_path):
     (tmp_path / "only-other" / "x.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="no result files"):
         build_report([tmp_path / "only-other"], tmp_path / "empty")  # found in a folder: skipped
+
+
+def test_template_tool_ranks_templates_on_both_sides(tmp_path, tiny_encoder, monkeypatch):
+    from sfp_rag.evaluation.templates import evaluate_templates, format_template_table
+    from tests.test_sts import make_senteval
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    make_senteval(tmp_path / "senteval")
+    senteval = tmp_path / "senteval"
+    beir = make_beir(tmp_path / "b")
+    result = evaluate_templates(
+        tiny_encoder, ["eol-sum", "eol", 'Query : "{text}" is about'], sts_data=senteval, beir_data=beir,
+        split="test", chunk_size=64,
+    )  # fmt: skip
+    rows = result["rows"]
+    assert {r["template"] for r in rows} == {"eol-sum", "eol", 'Query : "{text}" is about'}
+    assert all({"stsb_dev", "ndcg10", "recall100"} <= set(r) for r in rows)
+    assert [r["ndcg10"] for r in rows] == sorted((r["ndcg10"] for r in rows), reverse=True)
+    # the query side with the encoder's own template is exactly the plain BEIR run (documents embedded once)
+    own = next(r for r in rows if r["template"] == "eol-sum")
+    plain = evaluate_beir(beir, {"tiny": tiny_encoder}, split="test", chunk_size=64)["scores"]["tiny"]
+    assert own["ndcg10"] == pytest.approx(plain["nDCG@10"], abs=0.01)
+    assert "| 1 |" in format_template_table(result)
+    with pytest.raises(ValueError, match="preset"):
+        evaluate_templates(tiny_encoder, ["no-such-preset"], sts_data=senteval)

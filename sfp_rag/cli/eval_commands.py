@@ -229,3 +229,43 @@ def report(results, out, title) -> None:
     except USER_ERRORS as err:
         raise fail(err) from err
     click.echo(f"wrote {path}")
+
+
+@eval_group.command("templates")
+@encoder_options
+@click.argument("templates", nargs=-1, required=True)
+@click.option("--sts-data", default=None, help="SentEval folder: score each template on STS-B dev (symmetric).")
+@click.option(
+    "--beir", "beir_dir", default=None, help="BEIR folder: score each template as the query prompt (documents once)."
+)
+@click.option("--split", default="train", show_default=True, help="BEIR qrels split; tune on train, never on test.")
+@click.option("--max-queries", type=click.IntRange(min=1), default=None, help="A fixed subset of the queries.")
+@chunking_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def eval_templates(
+    model, adapter, template, pooling, device, dtype, batch_size, templates, sts_data, beir_dir, split,
+    max_queries, chunk_size, chunk_overlap, output,
+) -> None:  # fmt: skip
+    """Rank prompt TEMPLATES (presets or strings with {text}) on tuning data: STS-B dev and/or BEIR queries.
+
+    \b
+    Examples:
+      sfp-rag eval templates eol-sum sth-sum eol --sts-data ../shared/data/senteval
+      sfp-rag eval templates eol-sum 'This question : "{text}" means in one word:"' \\
+          --beir ../shared/data/beir/nfcorpus --split train --max-queries 500
+    """
+    from ..evaluation.templates import evaluate_templates, format_template_table
+
+    if split == "test":
+        click.echo("warning: choosing a template on test qrels makes the test number meaningless", err=True)
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    try:
+        result = evaluate_templates(
+            encoder, list(templates), sts_data=sts_data, beir_data=beir_dir, split=split, max_queries=max_queries,
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+        )  # fmt: skip
+    except USER_ERRORS as err:
+        raise fail(err) from err
+    click.echo(f"documents embedded with {result['document_template']!r}")
+    click.echo(format_template_table(result))
+    write_result(result, output)

@@ -126,11 +126,13 @@ def dense_run(
     factory: str = "Flat",
     show_progress: bool | None = None,
     embedder=None,
+    query_prompt: str | None = None,
 ) -> tuple[Run, dict]:
     """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats.
 
     ``embedder`` (``texts -> vectors``, e.g. a ``RayEmbedder`` of ``encoder``) embeds the documents instead of the
-    encoder itself; queries are always embedded here."""
+    encoder itself; queries are always embedded here, with ``query_prompt`` (a preset or template string) when given
+    instead of the encoder's query template."""
     from ..retrieval.chunking import chunk_text, make_splitter
     from ..retrieval.faiss_index import FaissIndex
     from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
@@ -155,7 +157,11 @@ def dense_run(
     t_embed = time.perf_counter() - t0 - t_chunk
     index = FaissIndex.build(vectors, factory)
     qids = list(data.queries)
-    qvecs = encoder.encode_queries([data.queries[q] for q in qids], batch_size=batch_size)
+    queries = [data.queries[q] for q in qids]
+    if query_prompt is None:
+        qvecs = encoder.encode_queries(queries, batch_size=batch_size)
+    else:
+        qvecs = encoder.encode(queries, prompt_name="query", prompt=query_prompt, batch_size=batch_size)
     chunks_per_doc = len(texts) / max(len(data.corpus), 1)
     k = min(len(texts), int(math.ceil(depth * chunks_per_doc * 2)))
     scores, ids = index.search(qvecs, k)
