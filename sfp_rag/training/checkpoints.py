@@ -5,8 +5,8 @@ so that ``--resume`` continues with exactly the steps an uninterrupted run would
 temporary folder and renamed; ``state.json``, written last, marks it complete.
 
 Nothing in a run folder is unpickled: tensors are stored in safetensors files and everything else as JSON, so a run
-folder from someone else is data, never code (a pickle, which ``torch.load(weights_only=False)`` reads, can run
-anything; older torch releases had escapes from ``weights_only=True`` too).
+folder from someone else is data, never code (a pickle, the format of PyTorch's own checkpoint files, can run
+anything when it is loaded; older torch releases had escapes from their restricted loading mode too).
 """
 
 from __future__ import annotations
