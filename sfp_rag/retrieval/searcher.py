@@ -104,10 +104,10 @@ class Searcher:
         qs = check_texts(queries)
         if any(not q.strip() for q in qs):
             raise ValueError("a query is empty; give some text to search for")
+        if search_params:  # before the queries are embedded: a wrong parameter fails at once
+            check_search_params(self.collection.manifest["index"]["factory"], search_params)
         if mode != "bm25" and vectors is None:
             vectors = self.load_encoder().encode_queries(qs)
-        if search_params:
-            check_search_params(self.collection.manifest["index"]["factory"], search_params)
         if mode == "dense":
             results = self.collection.search_vectors(vectors, k, search_params)
         else:

@@ -126,6 +126,7 @@ def create_app(
     """The FastAPI app over a loaded ``encoder``; ``answer(question, searcher, k)`` serves /ask (None: a 503)."""
     registry = registry if registry is not None else IndexRegistry(config.indexes, encoder)
     metrics = Metrics()
+    model_name = display_name(encoder.config)
     prompt_tokens = encoder.prompt_tokenizer
 
     def count_tokens(text: str) -> int:
@@ -195,9 +196,9 @@ def create_app(
 
     # --- routes ----------------------------------------------------------------------------------------------
 
-    async def embed(texts: list[str], role: str) -> np.ndarray:
+    async def embed(texts: list[str], role: str, counts: list[int] | None = None) -> np.ndarray:
         try:
-            return await batcher.submit(texts, role)
+            return await batcher.submit(texts, role, counts)
         except QueueFull as err:
             raise ApiError(503, f"server busy: {err}", "overloaded", {"Retry-After": "1"}) from None
 
@@ -218,8 +219,9 @@ def create_app(
         check_texts(texts, "input")
         if body.dimensions is not None and body.dimensions != encoder.dim:
             raise ApiError(422, f"dimensions={body.dimensions}, but this model's embeddings have {encoder.dim}")
-        vectors = await embed(texts, body.input_type)
-        tokens = sum(count_tokens(t) for t in texts)
+        counts = [count_tokens(t) for t in texts]  # tokenized once: for the batch budget and for usage
+        vectors = await embed(texts, body.input_type, counts)
+        tokens = sum(counts)
 
         def encoded(v: np.ndarray):
             if body.encoding_format == "base64":
@@ -229,7 +231,7 @@ def create_app(
         return {
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)],
-            "model": body.model or _model_name(encoder),
+            "model": body.model or model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
@@ -275,7 +277,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": _model_name(encoder), "dim": encoder.dim, "indexes": registry.names()}
+        return {"status": "ok", "model": model_name, "dim": encoder.dim, "indexes": registry.names()}
 
     @app.get("/indexes")
     async def indexes() -> list[dict[str, Any]]:
@@ -303,10 +305,6 @@ _ROUTES = ("/v1/embeddings", "/search", "/ask", "/health", "/indexes", "/metrics
 def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "code": status}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _model_name(encoder) -> str:
-    return display_name(encoder.config)
 
 
 def _version() -> str:

@@ -81,11 +81,13 @@ class MicroBatcher:
                 pass
         self._pool.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], role: str = "document") -> np.ndarray:
-        """The embeddings of ``texts`` (raises ``QueueFull`` at once when the queue is full)."""
+    async def submit(self, texts: list[str], role: str = "document", counts: list[int] | None = None) -> np.ndarray:
+        """The embeddings of ``texts`` (raises ``QueueFull`` at once when the queue is full); ``counts`` are their
+        token counts when the caller has them already."""
         if self.waiting + len(texts) > self.max_queue:
             raise QueueFull(f"{self.waiting} texts are waiting (at most {self.max_queue}); retry shortly")
-        tokens = sum(min(self.count_tokens(t), self.max_batch_tokens) for t in texts)
+        counts = counts if counts is not None else [self.count_tokens(t) for t in texts]
+        tokens = sum(min(c, self.max_batch_tokens) for c in counts)
         request = _Request(list(texts), role, tokens, asyncio.get_running_loop().create_future())
         self.waiting += len(texts)
         self._queue.append(request)
