@@ -265,3 +265,24 @@ def test_an_explicit_prompt_and_device(tiny_encoder):
     assert explicit.shape == (1, tiny_encoder.dim)
     assert not np.allclose(explicit, tiny_encoder.encode(texts))
     np.testing.assert_allclose(tiny_encoder.encode(texts, device="cpu"), tiny_encoder.encode(texts))
+
+
+def test_an_asymmetric_query_template(tiny_model, bpe_tokenizer):
+    question = 'This question : "{text}" is about{rep1}, it can be summarized as'
+    sym = SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny"))
+    asym = SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny", query_template=question))
+    texts = ["how do I reset my password?", "dogs run in the park"]
+    # documents are unchanged; queries use the query template, exactly as an explicit prompt would
+    np.testing.assert_allclose(asym.encode_documents(texts), sym.encode_documents(texts))
+    np.testing.assert_allclose(asym.encode_queries(texts), sym.encode(texts, prompt=question), atol=1e-6)
+    assert not np.allclose(asym.encode_queries(texts), sym.encode_queries(texts))
+    np.testing.assert_allclose(asym.encode(texts), sym.encode(texts))  # no role: the document (symmetric) side
+    assert asym.prompts["query"] == question and asym.prompts["document"] == sym.prompts["document"]
+    # the identity names the query template (an index must be queried with it); document caches are shared
+    assert "query_template" not in sym.identity() and asym.identity()["query_template"] == question
+    assert asym.fingerprint() != sym.fingerprint()
+    assert asym.document_fingerprint() == sym.document_fingerprint() == sym.document_fingerprint()
+    same = SFPEncoder(tiny_model, bpe_tokenizer, EncoderConfig(model="tiny", query_template="eol-sum"))
+    np.testing.assert_allclose(same.encode_queries(texts), sym.encode_queries(texts))
+    with pytest.raises(ValueError, match="unknown template"):
+        EncoderConfig(query_template="no-such-preset")

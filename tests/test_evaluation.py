@@ -270,3 +270,20 @@ def test_template_tool_ranks_templates_on_both_sides(tmp_path, tiny_encoder, mon
     assert "| 1 |" in format_template_table(result)
     with pytest.raises(ValueError, match="preset"):
         evaluate_templates(tiny_encoder, ["no-such-preset"], sts_data=senteval)
+
+
+def test_cheap_tuning_runs_first_chunks_and_a_query_subset(tmp_path, tiny_encoder, monkeypatch):
+    from sfp_rag.evaluation.beir import subset_queries
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    data = load_beir(make_beir(tmp_path / "b"))
+    full, full_stats = dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, show_progress=False)
+    first, first_stats = dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, show_progress=False,
+                                   max_chunks=1)  # fmt: skip
+    assert first_stats["chunks"] == len(data.corpus) < full_stats["chunks"]  # one chunk a document
+    assert set(first) == set(full)
+    small = subset_queries(load_beir(make_beir(tmp_path / "c")), 2)
+    assert list(small.queries) == sorted(data.queries)[:2] and set(small.qrels) <= set(small.queries)
+    result = evaluate_beir(make_beir(tmp_path / "d"), {"tiny": tiny_encoder}, chunk_size=16, chunk_overlap=0,
+                           max_chunks=1, max_queries=2)  # fmt: skip
+    assert result["queries"] == 2 and result["chunking"]["max_chunks"] == 1 and result["max_queries"] == 2

@@ -141,3 +141,19 @@ def test_text_index_over_a_foreign_folder_is_refused(tmp_path, encoder):
     with pytest.raises(IndexFolderError, match="not an sfp-rag index"):
         Index.create(tmp_path / "mine", texts=["a"], encoder=encoder, **OPTS)
     assert (tmp_path / "mine" / "x.txt").read_text() == "keep"
+
+
+def test_an_index_records_and_uses_the_query_template(tmp_path, home, tiny_model_dir):
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    question = 'This question : "{text}" is about{rep1}, it can be summarized as'
+    asym = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", query_template=question)
+    docs = write_docs(tmp_path / "docs")
+    Index.create("kb", docs=docs, encoder=asym, hybrid=False, **OPTS)
+    index = Index.open("kb")  # the recorded encoder, built from the manifest
+    assert index.info()["query_template"] == question
+    hits = index.search("Dogs need a walk every day.", k=3, mode="dense")
+    # brute force: cosine of the query (question template) with every stored vector
+    vectors = np.load(index.path / "vectors.npy")
+    q = asym.encode_queries(["Dogs need a walk every day."])[0]
+    assert [h.row for h in hits] == list(np.argsort(-(vectors @ q))[:3])

@@ -119,11 +119,21 @@ def encoder_options(f):
     return f
 
 
-def build_encoder(model, adapter, template, pooling, device, dtype, base: dict | None = None):
+def query_template_option(f):
+    """--query-template: an asymmetric query prompt (recorded in the index like the document template)."""
+    return click.option(
+        "--query-template",
+        default=None,
+        help="The queries' prompt, preset or string [default: the model's; its document template if it has none].",
+    )(f)
+
+
+def build_encoder(model, adapter, template, pooling, device, dtype, base: dict | None = None, query_template=None):
     """An encoder from the CLI options; ``base`` (a recorded encoder config) fills what the options leave out."""
     from ..embedding.encoder import SFPEncoder
 
-    options = {"adapter": adapter, "template": template, "pooling": pooling, "device": device, "dtype": dtype}
+    options = {"adapter": adapter, "template": template, "pooling": pooling, "device": device, "dtype": dtype,
+               "query_template": query_template}  # fmt: skip
     overrides = {k: v for k, v in options.items() if v is not None}
     try:
         if base is not None and model is None:

@@ -17,6 +17,7 @@ from .core import (
     main,
     make_embedder,
     model_label,
+    query_template_option,
     result_options,
     senteval_option,
     write_result,
@@ -29,6 +30,17 @@ peer_option = click.option(
     type=click.Choice(["minilm"]),
     default=None,
     help="Evaluate a reference encoder that is not an SFP model instead (all-MiniLM-L6-v2).",
+)
+
+
+max_queries_option = click.option(
+    "--max-queries", type=click.IntRange(min=1), default=None, help="Tuning sweeps: a fixed subset of the queries."
+)
+max_chunks_option = click.option(
+    "--max-chunks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tuning sweeps: embed only each document's first N chunks (cheaper; not comparable with full numbers).",
 )
 
 
@@ -84,6 +96,7 @@ def eval_sts(
 
 @eval_group.command("beir")
 @encoder_options
+@query_template_option
 @click.option(
     "--data",
     "data_dir",
@@ -103,6 +116,8 @@ def eval_sts(
 @click.option(
     "--alpha", type=click.FloatRange(0, 1), default=None, help="Dense weight of convex fusion [default: 0.3, tuned]."
 )
+@max_chunks_option
+@max_queries_option
 @chunking_options
 @engine_options
 @result_options
@@ -114,12 +129,15 @@ def eval_beir(
     device,
     dtype,
     batch_size,
+    query_template,
     data_dir,
     split,
     baselines,
     hybrid,
     fusion,
     alpha,
+    max_chunks,
+    max_queries,
     chunk_size,
     chunk_overlap,
     engine,
@@ -133,7 +151,9 @@ def eval_beir(
     from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
 
     check_engine_options(engine, ray_address, workers)
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    if split == "test" and (max_chunks or max_queries):
+        click.echo("warning: --max-chunks/--max-queries are for tuning sweeps; report test numbers in full", err=True)
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype, query_template=query_template)
     systems: dict = {label or model_label(encoder): encoder}
     options = {k: v for k, v in {"adapter": adapter, "template": template}.items() if v is not None}
     backbone = resolve_config(model, **options).model
@@ -151,6 +171,8 @@ def eval_beir(
             batch_size=batch_size,
             fusion=fusion,
             alpha=alpha,
+            max_chunks=max_chunks,
+            max_queries=max_queries,
             engine=None
             if engine == "local"
             else lambda enc: make_embedder(engine, enc, ray_address, workers, batch_size),
@@ -239,12 +261,13 @@ def report(results, out, title) -> None:
     "--beir", "beir_dir", default=None, help="BEIR folder: score each template as the query prompt (documents once)."
 )
 @click.option("--split", default="train", show_default=True, help="BEIR qrels split; tune on train, never on test.")
-@click.option("--max-queries", type=click.IntRange(min=1), default=None, help="A fixed subset of the queries.")
+@max_queries_option
+@max_chunks_option
 @chunking_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def eval_templates(
     model, adapter, template, pooling, device, dtype, batch_size, templates, sts_data, beir_dir, split,
-    max_queries, chunk_size, chunk_overlap, output,
+    max_queries, max_chunks, chunk_size, chunk_overlap, output,
 ) -> None:  # fmt: skip
     """Rank prompt TEMPLATES (presets or strings with {text}) on tuning data: STS-B dev and/or BEIR queries.
 
@@ -262,7 +285,7 @@ def eval_templates(
     try:
         result = evaluate_templates(
             encoder, list(templates), sts_data=sts_data, beir_data=beir_dir, split=split, max_queries=max_queries,
-            chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap, max_chunks=max_chunks,
         )  # fmt: skip
     except USER_ERRORS as err:
         raise fail(err) from err

@@ -19,6 +19,7 @@ from .core import (
     main,
     make_embedder,
     printable,
+    query_template_option,
 )
 
 
@@ -33,6 +34,7 @@ from .core import (
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the index to this folder instead.")
 @encoder_options
+@query_template_option
 @chunking_options
 @click.option(
     "--index-type",
@@ -70,6 +72,7 @@ def index(
     device,
     dtype,
     batch_size,
+    query_template,
     chunk_size,
     chunk_overlap,
     index_type,
@@ -127,7 +130,7 @@ def index(
             base = Collection.open(target).manifest["encoder"]["config"]
         except USER_ERRORS as err:
             raise fail(err) from err
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype, base=base)
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype, base=base, query_template=query_template)
     embedder = make_embedder(engine, encoder, ray_address, workers, batch_size)
     try:
         report = build_index(

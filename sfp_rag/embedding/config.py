@@ -48,6 +48,9 @@ class EncoderConfig:
     model: str = field(default=DEFAULT_BACKBONE, metadata={"help": "built-in name, .gguf file, model dir or hub id"})
     adapter: str | None = field(default=None, metadata={"help": "PEFT (LoRA) adapter directory, merged at load"})
     template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "preset name or template string"})
+    query_template: str | None = field(
+        default=None, metadata={"help": "the queries' template (asymmetric search); None: the same as template"}
+    )
     pooling: str = field(default="rep2", metadata={"help": "rep2 (paper), rep1, mean or concat of the two"})
     max_text_tokens: int | None = field(
         default=INFERENCE_MAX_TEXT_TOKENS, metadata={"help": "cut the text slot to this many tokens"}
@@ -62,6 +65,8 @@ class EncoderConfig:
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a non-empty string, got {self.model!r}")
         get_template(self.template)  # raises with the list of presets
+        if self.query_template is not None:
+            get_template(self.query_template)
         check_pooling(self.pooling)
         if self.max_text_tokens is not None and (
             not isinstance(self.max_text_tokens, int) or self.max_text_tokens < 1

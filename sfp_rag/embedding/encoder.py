@@ -95,12 +95,9 @@ class SFPEncoder:
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
         self.device = device or str(next(self.model.parameters()).device)
-        self.prompt_tokenizer = PromptTokenizer(
-            tokenizer,
-            self.config.template,
-            max_text_tokens=self.config.max_text_tokens,
-            normalize_text=self.config.normalize_text,
-        )
+        self.prompt_tokenizer = self._make_prompter(self.config.template)
+        query = self.config.query_template
+        self.query_prompt_tokenizer = self.prompt_tokenizer if query is None else self._make_prompter(query)
 
     # --- construction -------------------------------------------------------------------------------------
 
@@ -227,16 +224,20 @@ class SFPEncoder:
         progress.close()
         return out
 
-    def _prompter(self, role: str, prompt: str | None) -> PromptTokenizer:
-        """The prompt tokenizer for a role, or for an explicit template string."""
-        if prompt is None:
-            return self.prompt_tokenizer  # queries and documents share the template for now
+    def _make_prompter(self, template: str) -> PromptTokenizer:
         return PromptTokenizer(
             self.tokenizer,
-            prompt,
+            template,
             max_text_tokens=self.config.max_text_tokens,
             normalize_text=self.config.normalize_text,
         )
+
+    def _prompter(self, role: str, prompt: str | None) -> PromptTokenizer:
+        """The prompt tokenizer for a role (queries use ``query_template`` when one is set), or for an explicit
+        template string."""
+        if prompt is not None:
+            return self._make_prompter(prompt)
+        return self.query_prompt_tokenizer if role == "query" else self.prompt_tokenizer
 
     def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> np.ndarray:
         """Embed search queries."""
@@ -256,8 +257,10 @@ class SFPEncoder:
     @property
     def prompts(self) -> dict[str, str]:
         """The template of each role, as sentence-transformers' ``prompts`` (``{text}`` marks the text slot)."""
-        template = self.prompt_tokenizer.template.template
-        return {"query": template, "document": template}
+        return {
+            "query": self.query_prompt_tokenizer.template.template,
+            "document": self.prompt_tokenizer.template.template,
+        }
 
     @property
     def max_seq_length(self) -> int | None:
@@ -286,6 +289,12 @@ class SFPEncoder:
 
     def identity(self) -> dict[str, Any]:
         """What determines the vectors: an index built with one identity must be queried with the same one."""
+        identity = self._document_identity()
+        if self.query_prompt_tokenizer is not self.prompt_tokenizer:  # absent when symmetric: older indexes match
+            identity["query_template"] = self.query_prompt_tokenizer.template.template
+        return identity
+
+    def _document_identity(self) -> dict[str, Any]:
         c = self.config
         return {
             "model": c.model,
@@ -306,13 +315,20 @@ class SFPEncoder:
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
+    def document_fingerprint(self) -> str:
+        """The fingerprint of the document vectors alone (the query template does not change them): caches of
+        document embeddings are keyed on it."""
+        return hashlib.sha256(json.dumps(self._document_identity(), sort_keys=True).encode()).hexdigest()[:16]
+
     def save_config(self, directory: str | Path) -> Path:
         return save_config(Path(directory), self.config)
 
     def __repr__(self) -> str:
         c = self.config
+        query = f"query_template={self.query_prompt_tokenizer.template.name!r}, " if c.query_template else ""
         return (
             f"SFPEncoder(model={c.model!r}, adapter={c.adapter!r}, template={self.prompt_tokenizer.template.name!r}, "
+            f"{query}"
             f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r}, dtype={c.dtype!r})"
         )
 

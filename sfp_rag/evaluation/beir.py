@@ -111,6 +111,15 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     return BeirData(folder.name, corpus, queries, qrels)
 
 
+def subset_queries(data: BeirData, max_queries: int | None) -> BeirData:
+    """Keep a fixed subset of the judged queries (the first ``max_queries`` ids in sorted order), for cheap sweeps."""
+    if max_queries:
+        keep = sorted(data.queries)[:max_queries]
+        data.queries = {q: data.queries[q] for q in keep}
+        data.qrels = {q: data.qrels[q] for q in keep if q in data.qrels}
+    return data
+
+
 # --- runs -------------------------------------------------------------------------------------------------------
 
 Run = dict[str, dict[str, float]]
@@ -127,8 +136,12 @@ def dense_run(
     show_progress: bool | None = None,
     embedder=None,
     query_prompt: str | None = None,
+    max_chunks: int | None = None,
 ) -> tuple[Run, dict]:
     """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats.
+
+    ``max_chunks`` keeps only each document's first N chunks: a cheaper proxy for tuning sweeps (its numbers are not
+    comparable with full-document ones).
 
     ``embedder`` (``texts -> vectors``, e.g. a ``RayEmbedder`` of ``encoder``) embeds the documents instead of the
     encoder itself; queries are always embedded here, with ``query_prompt`` (a preset or template string) when given
@@ -143,15 +156,16 @@ def dense_run(
     )
     doc_ids, texts = [], []
     for doc_id in data.corpus:
-        for chunk in chunk_text(splitter, doc_id, data.doc_text(doc_id)) or []:
+        for chunk in (chunk_text(splitter, doc_id, data.doc_text(doc_id)) or [])[:max_chunks]:
             doc_ids.append(doc_id)
             texts.append(chunk.text)
     t_chunk = time.perf_counter() - t0
-    store = ShardedVectorStore(cache_dir() / "embeddings" / encoder.fingerprint(), encoder.dim)
+    fingerprint = encoder.document_fingerprint()  # the query template does not change document vectors
+    store = ShardedVectorStore(cache_dir() / "embeddings" / fingerprint, encoder.dim)
     bar = progress_bar(len(set(texts)), f"embed {data.name}", "chunk", show_progress, logger)
     embed = embedder or (lambda t: encoder.encode_documents(t, batch_size=batch_size))
     vectors = embed_with_store(
-        texts, embed, store, encoder.fingerprint(), group_size=getattr(embed, "group_size", 1024), progress=bar
+        texts, embed, store, fingerprint, group_size=getattr(embed, "group_size", 1024), progress=bar
     )
     bar.close()
     t_embed = time.perf_counter() - t0 - t_chunk
@@ -237,6 +251,8 @@ def evaluate_beir(
     engine=None,
     fusion: str = "convex",
     alpha: float | None = None,
+    max_chunks: int | None = None,
+    max_queries: int | None = None,
 ) -> dict[str, Any]:
     """Score each system on one BEIR dataset.
 
@@ -246,8 +262,10 @@ def evaluate_beir(
         hybrid: labels of dense systems to also fuse with BM25 (added as "<label>+bm25").
         engine: ``engine(encoder) -> embedder`` for the document embeddings of sfp encoders (e.g. Ray); None: here.
         fusion, alpha: how the hybrids fuse (see ``retrieval.fusion``; alpha None: its tuned default).
+        max_chunks, max_queries: cheaper tuning sweeps: each document's first N chunks, a fixed subset of the queries
+            (both recorded in the result; such numbers are not comparable with full ones).
     """
-    data = load_beir(folder, split)
+    data = subset_queries(load_beir(folder, split), max_queries)
     logger.info("%s: %d documents, %d %s queries", data.name, len(data.corpus), len(data.queries), split)
     runs: dict[str, Run] = {}
     stats: dict[str, dict] = {}
@@ -260,8 +278,9 @@ def evaluate_beir(
             encoder = system() if callable(system) and not hasattr(system, "encode") else system  # lazy: one at a time
             embedder = engine(encoder) if engine is not None and hasattr(encoder, "prompt_tokenizer") else None
             runs[label], stats[label] = dense_run(
-                encoder, data, chunk_size, chunk_overlap, batch_size=batch_size, embedder=embedder
-            )
+                encoder, data, chunk_size, chunk_overlap, batch_size=batch_size, embedder=embedder,
+                max_chunks=max_chunks,
+            )  # fmt: skip
             if hasattr(embedder, "close"):
                 embedder.close()
             del encoder
@@ -279,7 +298,8 @@ def evaluate_beir(
         "queries": len(data.queries),
         "scores": scores,
         "stats": stats,
-        "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap},
+        "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "max_chunks": max_chunks},
+        "max_queries": max_queries,
         "fusion": {"method": fusion, "alpha": alpha} if hybrid else None,
     }
 

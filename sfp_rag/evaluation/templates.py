@@ -31,10 +31,11 @@ def evaluate_templates(
     max_queries: int | None = None,
     chunk_size: int = 256,
     chunk_overlap: int = 32,
+    max_chunks: int | None = None,
 ) -> dict[str, Any]:
     """Score each template; returns ``{"rows": [{template, stsb_dev, ndcg10, recall100}], ...}`` ranked by the
     BEIR score when there is one, else by STS-B dev."""
-    from .beir import dense_run, load_beir, score_run
+    from .beir import dense_run, load_beir, score_run, subset_queries
     from .sts import evaluate_sts
 
     if not templates:
@@ -43,11 +44,7 @@ def evaluate_templates(
         get_template(t)  # fails now, with the list of presets, before anything is embedded
     if sts_data is None and beir_data is None:
         raise ValueError("give STS data (STS-B dev) and/or a BEIR folder to score the templates on")
-    data = load_beir(beir_data, split) if beir_data is not None else None
-    if data is not None and max_queries:
-        keep = sorted(data.queries)[:max_queries]  # a fixed subset (sorted ids), the same for every template
-        data.queries = {q: data.queries[q] for q in keep}
-        data.qrels = {q: data.qrels[q] for q in keep if q in data.qrels}
+    data = subset_queries(load_beir(beir_data, split), max_queries) if beir_data is not None else None
     rows = []
     for template in templates:
         row: dict[str, Any] = {"template": template, "text": get_template(template).template}
@@ -57,7 +54,7 @@ def evaluate_templates(
             scores = evaluate_sts(variant, sts_data, tasks=["STSBenchmark-dev"])["scores"]
             row["stsb_dev"] = round(scores["STSBenchmark-dev"], 2)
         if data is not None:
-            run, _ = dense_run(encoder, data, chunk_size, chunk_overlap, query_prompt=template)
+            run, _ = dense_run(encoder, data, chunk_size, chunk_overlap, query_prompt=template, max_chunks=max_chunks)
             scores = score_run(data.qrels, run)
             row["ndcg10"], row["recall100"] = round(scores["nDCG@10"], 2), round(scores["Recall@100"], 2)
         logger.info("template %s: %s", template, row)

@@ -176,6 +176,7 @@ def describe(path: str | Path, sources: bool = False) -> dict[str, Any]:
         "model": encoder.get("model"),
         "adapter": encoder.get("adapter"),
         "template": encoder.get("template"),
+        "query_template": encoder.get("query_template"),  # None: queries use the template
         "hybrid": coll.has_bm25,
         "index_type": m["index"]["factory"],
         "bytes": sum(f.stat().st_size for f in coll.path.rglob("*") if f.is_file()),
