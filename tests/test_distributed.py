@@ -52,3 +52,22 @@ def test_ray_embedder_keeps_the_order_of_many_texts(encoder, ray_embedder):
     texts = [f"text number {i} of a longer list" for i in range(37)]
     np.testing.assert_allclose(ray_embedder(texts), encoder.encode_documents(texts), atol=1e-5)
     assert ray_embedder([]).shape == (0, encoder.dim)
+
+
+def test_ray_reads_and_chunks_like_the_in_process_path(tmp_path, encoder, ray_embedder):
+    from sfp_rag.retrieval.builder import folder_sources
+    from sfp_rag.retrieval.chunking import chunk_sources, make_splitter
+    from sfp_rag.retrieval.documents import scan_folder
+
+    docs = write_docs(tmp_path / "docs")
+    (docs / "empty.txt").write_text("   \n")
+    (docs / "blob.bin.txt").write_bytes(b"\x00\x01\x02binary\x00" * 20)
+    (docs / "long.md").write_text(" ".join(f"Sentence number {i} is about topic {i % 7}." for i in range(80)))
+    sources = folder_sources(scan_folder(docs))
+    splitter = make_splitter(lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), 64, 8)
+    local = chunk_sources(sources, splitter)
+    on_ray = ray_embedder.chunk_sources(sources, 64, 8)
+    assert on_ray == local  # the same chunks (text, spans, order) and the same skip reasons
+    assert isinstance(local["empty.txt"], str) and isinstance(local["blob.bin.txt"], str)
+    assert len(local["long.md"]) > 3
+    assert ray_embedder.chunk_sources([], 64, 8) == {}

@@ -1,9 +1,11 @@
-"""Embedding on Ray: Ray Data ``map_batches`` over an actor pool of encoders (each loads the model once).
+"""Indexing on Ray: Ray Data reads and chunks the documents, then embeds the chunks with ``map_batches`` over an
+actor pool of encoders (each loads the model once).
 
-Simplifications: documents are read and chunked by the driver (cheap next to embedding, and it keeps the chunk
-boundaries, skip reasons and incremental bookkeeping identical to the in-process path); only the embedding is
-distributed. Each call embeds one group of texts (``group_size``), so an interrupted build resumes from the vector
-shards saved after every group, exactly as without Ray.
+Two stages, both Ray Data pipelines over actor pools: ``chunk_sources`` reads and chunks the changed documents on
+the workers (each actor loads the tokenizer once; the same splitter as in-process, so chunk boundaries and skip
+reasons are identical), and ``__call__`` embeds one group of chunk texts (``group_size``) at a time, so an
+interrupted build resumes from the vector shards saved after every group, exactly as without Ray. The driver keeps
+the incremental bookkeeping (which files changed, by content hash) and writes the index.
 """
 
 from __future__ import annotations
@@ -35,6 +37,34 @@ class _EncodeBatch:
             [str(t) for t in batch["text"]], batch_size=self.batch_size, show_progress_bar=False
         )
         return {"i": batch["i"], "vector": vectors}
+
+
+class _ReadAndChunk:
+    """A Ray Data actor: loads the tokenizer once, then reads and chunks the sources whose positions it is given."""
+
+    def __init__(self, sources: list, model: str, chunk_size: int, chunk_overlap: int) -> None:
+        from ..embedding.backbones import load_tokenizer
+        from ..retrieval.chunking import make_splitter
+
+        tokenizer = load_tokenizer(model)
+        self.sources = sources
+        self.splitter = make_splitter(
+            lambda s: tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from ..retrieval.chunking import chunk_sources
+
+        rows: dict[str, list] = {"k": [], "index": [], "start": [], "end": [], "text": [], "skip": []}
+        for k in batch["k"]:
+            result = chunk_sources([self.sources[int(k)]], self.splitter)[self.sources[int(k)].source]
+            for c in [] if isinstance(result, str) else result:
+                for key, value in zip(rows, (int(k), c.index, c.start, c.end, c.text, "")):
+                    rows[key].append(value)
+            if isinstance(result, str):  # a skipped source: one row that says why
+                for key, value in zip(rows, (int(k), -1, None, None, "", result)):
+                    rows[key].append(value)
+        return rows
 
 
 class RayEmbedder:
@@ -89,13 +119,52 @@ class RayEmbedder:
             _EncodeBatch,
             fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
             batch_size=max(1, min(per_actor, 1024)),
-            concurrency=self.workers,
+            concurrency=min(self.workers, len(texts)),
             num_gpus=self.num_gpus,
             num_cpus=0 if self.num_gpus else 1,
         )
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
             out[batch["i"]] = np.stack(batch["vector"])
+        return out
+
+    def chunk_sources(self, sources: list, chunk_size: int, chunk_overlap: int) -> dict[str, list | str]:
+        """Read and chunk ``sources`` on Ray Data workers: what ``retrieval.chunking.chunk_sources`` returns."""
+        import ray
+
+        from ..retrieval.documents import Chunk
+
+        if not sources:
+            return {}
+        dataset = ray.data.from_items(
+            [{"k": k} for k in range(len(sources))], override_num_blocks=min(len(sources), self.workers * 4)
+        )
+        chunked = dataset.map_batches(
+            _ReadAndChunk,
+            fn_constructor_kwargs={
+                "sources": sources,
+                "model": self.config["model"],
+                "chunk_size": chunk_size,
+                "chunk_overlap": chunk_overlap,
+            },  # fmt: skip
+            batch_size=max(1, min(-(-len(sources) // self.workers), 256)),
+            concurrency=min(self.workers, len(sources)),
+            num_cpus=1,
+        )
+        found: dict[int, list] = {}
+        skipped: dict[int, str] = {}
+        for row in chunked.iter_rows():
+            k = int(row["k"])
+            if row["index"] < 0:
+                skipped[k] = row["skip"]
+            else:
+                start, end = row["start"], row["end"]
+                found.setdefault(k, []).append(Chunk(sources[k].source, int(row["index"]),
+                                                     None if start is None else int(start),
+                                                     None if end is None else int(end), row["text"]))  # fmt: skip
+        out: dict[str, list | str] = {}
+        for k, s in enumerate(sources):
+            out[s.source] = skipped[k] if k in skipped else sorted(found[k], key=lambda c: c.index)
         return out
 
     def close(self) -> None:

@@ -24,13 +24,12 @@ import numpy as np
 
 from .._utils import atomic_directory, atomic_write_json, ensure_writable_dir, package_versions, progress_bar
 from ..embedding.tokenization import check_texts
-from .chunking import chunk_text, make_splitter
+from .chunking import chunk_sources, make_splitter
 from .documents import (
     DEFAULT_MAX_FILE_MB,
     Chunk,
     DocumentError,
     ScanResult,
-    SkipFile,
     SourceFile,
     file_sha256,
     read_text,
@@ -184,7 +183,9 @@ def build_index(
         ondisk: keep an IVF index's inverted lists on disk (``index.ivfdata``), built in shards: for corpora whose
             index does not fit in memory.
         embedder: ``texts -> vectors`` to use instead of ``encoder.encode_documents`` (e.g. a
-            ``distributed.ray_engine.RayEmbedder``); it must produce the encoder's vectors.
+            ``distributed.ray_engine.RayEmbedder``); it must produce the encoder's vectors. If it has a
+            ``chunk_sources(sources, chunk_size, chunk_overlap)`` method, documents are read and chunked by it too
+            (it must return what ``chunking.chunk_sources`` returns).
         rebuild: ignore an existing index instead of updating it (needed to switch encoder or index type).
         max_file_mb: skip files larger than this.
         hybrid: also build a BM25 index over the chunks, for ``hybrid`` (the default search, measured best) and
@@ -321,21 +322,21 @@ def _write(
     report.changed = sorted(s.source for s in todo if s.source in old_files)
     report.added = sorted(s.source for s in todo if s.source not in old_files)
 
-    splitter = make_splitter(
-        lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
-    )
+    if hasattr(embedder, "chunk_sources"):  # e.g. Ray: documents are read and chunked on the workers
+        chunked = embedder.chunk_sources(todo, chunk_size, chunk_overlap)
+    else:
+        splitter = make_splitter(
+            lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
+        )
+        chunked = chunk_sources(todo, splitter)
     new_chunks: dict[str, list[Chunk]] = {}
     for s in todo:
-        try:
-            chunks = chunk_text(splitter, s.source, s.read())
-        except SkipFile as reason:
-            report.skipped[s.source] = str(reason)
-            logger.info("skipping %s: %s", s.source, reason)
-            continue
-        if chunks:
-            new_chunks[s.source] = chunks
+        result = chunked[s.source]
+        if isinstance(result, str):
+            report.skipped[s.source] = result
+            logger.info("skipping %s: %s", s.source, result)
         else:
-            report.skipped[s.source] = "no text left after chunking"
+            new_chunks[s.source] = result
     report.added = [r for r in report.added if r in new_chunks]
     report.changed = [r for r in report.changed if r in new_chunks]
     texts = [c.text for cs in new_chunks.values() for c in cs]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .documents import Chunk
+from .documents import Chunk, SkipFile
 
 logger = logging.getLogger(__name__)
 
@@ -34,3 +34,19 @@ def chunk_text(splitter, source: str, text: str) -> list[Chunk]:
 
     nodes = splitter.get_nodes_from_documents([Document(text=text, id_=source)])
     return [Chunk(source, i, n.start_char_idx, n.end_char_idx, n.text) for i, n in enumerate(nodes) if n.text.strip()]
+
+
+NO_TEXT = "no text left after chunking"
+
+
+def chunk_sources(sources, splitter) -> dict[str, list[Chunk] | str]:
+    """Read and chunk each source (anything with ``.source`` and ``.read()``): its chunks, or why it was skipped.
+
+    The in-process path; ``distributed.ray_engine.RayEmbedder.chunk_sources`` does the same on Ray Data workers."""
+    out: dict[str, list[Chunk] | str] = {}
+    for s in sources:
+        try:
+            out[s.source] = chunk_text(splitter, s.source, s.read()) or NO_TEXT
+        except SkipFile as reason:
+            out[s.source] = str(reason)
+    return out
