@@ -29,3 +29,45 @@ def machine() -> dict:
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+class PeakMemory:
+    """Peak anonymous and file-backed resident memory of this process, sampled from /proc/self/status.
+
+    ``ru_maxrss`` counts every resident page, including the pages of memory-mapped files (reclaimable page cache):
+    for a build that streams a large .npy memory map it grows with the file, whatever the build itself needs.
+    ``RssAnon`` is the memory the process owns; its peak is what has to fit in RAM. Use as a context manager."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        import threading
+
+        self.interval_s, self.anon_kib, self.file_kib = interval_s, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        fields = {}
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("RssAnon:", "RssFile:")):
+                name, value = line.split(":", 1)
+                fields[name] = int(value.split()[0])
+        self.anon_kib = max(self.anon_kib, fields.get("RssAnon", 0))
+        self.file_kib = max(self.file_kib, fields.get("RssFile", 0))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> PeakMemory:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def as_dict(self) -> dict:
+        gib = 2**20  # KiB per GiB
+        return {"peak_rss_anon_gib": round(self.anon_kib / gib, 3), "peak_rss_file_gib": round(self.file_kib / gib, 3)}

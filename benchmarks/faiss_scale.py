@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, machine
+from _common import RESULTS, PeakMemory, machine
 
 # IVF1024: sqrt(n) lists for 1M vectors, the low end of FAISS's 4*sqrt(n)..16*sqrt(n), so that training fits a 2-core
 # machine in minutes (k-means on 1024 x 256 sampled vectors); `--index-type auto` picks IVF4096 at this size.
@@ -78,11 +78,12 @@ def child(args: argparse.Namespace) -> None:
     factory = TYPES[args.kind]
     folder = Path(tempfile.mkdtemp(dir=Path(args.vectors).parent))
     t = time.perf_counter()
-    if args.kind == "ondisk":
-        index = build_ondisk(vectors, factory, folder, shard_rows=250_000, workers=2)
-    else:
-        index = FaissIndex.build(vectors, factory, use_gpu=False)
-        index.save(folder / "index.faiss")
+    with PeakMemory() as memory:  # the build's own memory, apart from the pages of the vectors' memory map
+        if args.kind == "ondisk":
+            index = build_ondisk(vectors, factory, folder, shard_rows=250_000, workers=2)
+        else:
+            index = FaissIndex.build(vectors, factory, use_gpu=False)
+            index.save(folder / "index.faiss")
     build = time.perf_counter() - t
     size = sum(p.stat().st_size for p in folder.iterdir())
     t = time.perf_counter()
@@ -96,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
     np.save(folder / "ids.npy", ids)
     print(json.dumps({
         "type": args.kind, "factory": factory, "n": int(n), "build_s": round(build, 1), "index_bytes": size,
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2), **memory.as_dict(),
         "search_1000_batched_s": round(batch, 3), "query_ms_p50": round(1000 * float(np.median(single)), 3),
         "ids": str(folder / "ids.npy"), "faiss_threads": faiss.omp_get_max_threads(),
     }))  # fmt: skip
@@ -120,6 +121,7 @@ def main() -> None:
         return
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sfp-faiss-"))
+    work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     vectors = make_vectors(work / "vectors.npy", args.n, args.dim)
     rng = np.random.default_rng(1)

@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="BEIR dataset folder")
     parser.add_argument("--split", default="train", help="qrels split (tune on train)")
     parser.add_argument("--model", default=None, help="encoder [default: the shipped default]")
+    parser.add_argument("--query-template", default=None, help="queries' prompt [default: the model's]")
     parser.add_argument("--alpha", type=float, nargs="*", default=[i / 10 for i in range(11)])
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--out", default=None)
@@ -35,7 +36,8 @@ def main() -> None:
 
     started = time.perf_counter()
     data = load_beir(args.data, args.split)
-    encoder = SFPEncoder.from_pretrained(args.model)
+    options = {"query_template": args.query_template} if args.query_template else {}
+    encoder = SFPEncoder.from_pretrained(args.model, **options)
     dense, stats = dense_run(encoder, data, args.chunk_size, 32)
     sparse = bm25_run(data)
     rows = {"dense": score_run(data.qrels, dense), "bm25": score_run(data.qrels, sparse)}

@@ -2,6 +2,7 @@
 the vectors agree (cosine row by row).
 
     python benchmarks/ray_vs_local.py --docs 2000                 # the first N SciFact documents, default model
+    python benchmarks/ray_vs_local.py --docs 2000 --corpus wiki   # the first N Wikipedia paragraphs (shorter)
     python benchmarks/ray_vs_local.py --docs 500 --workers 1,2
 
 Each variant builds a fresh index of the same documents (dense-only, so only embedding differs). Writes
@@ -20,13 +21,15 @@ from pathlib import Path
 import numpy as np
 from _common import RESULTS, machine
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact" / "corpus.jsonl.gz"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CORPORA = {"scifact": DATA / "beir" / "scifact" / "corpus.jsonl.gz", "wiki": DATA / "wiki_passages.jsonl.gz"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="scifact")
     args = parser.parse_args()
 
     from sfp_rag import SFPEncoder, build_index
@@ -36,10 +39,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sfp-ray-"))
     docs = work / "docs"
     docs.mkdir()
-    with gzip.open(SCIFACT, "rt", encoding="utf-8") as f:
+    with gzip.open(CORPORA[args.corpus], "rt", encoding="utf-8") as f:
         for i, line in zip(range(args.docs), f):
             d = json.loads(line)
-            (docs / f"{d['_id']}.txt").write_text(f"{d.get('title', '')}\n\n{d['text']}", encoding="utf-8")
+            name = d.get("_id", d.get("id"))
+            (docs / f"{name}.txt").write_text(f"{d.get('title', '')}\n\n{d['text']}", encoding="utf-8")
     encoder = SFPEncoder.from_pretrained()
     rows = []
 
@@ -63,10 +67,9 @@ def main() -> None:
         rows[-1].update({"ray_start_s": round(start, 1), "min_cosine": round(float(cos.min()), 6),
                          "speed_vs_in_process": round(rows[0]["seconds"] / rows[-1]["seconds"], 3)})  # fmt: skip
         print(rows[-1], flush=True)
-    out = RESULTS / f"ray_vs_local_{args.docs}.json"
-    out.write_text(
-        json.dumps({"kind": "ray-vs-local", "docs": args.docs, "rows": rows, "machine": machine()}, indent=2)
-    )
+    out = RESULTS / f"ray_vs_local_{args.docs}{'' if args.corpus == 'scifact' else '_' + args.corpus}.json"
+    result = {"kind": "ray-vs-local", "corpus": args.corpus, "docs": args.docs, "rows": rows, "machine": machine()}
+    out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 
 
