@@ -8,6 +8,9 @@ Accepted sources (``load_texts``):
 - a BEIR folder (``corpus.jsonl[.gz]``): title and text of every document, split into sentences;
 - any other folder: its documents (see ``documents.py``), split into sentences.
 
+Folders give sentences by default; ``units="documents"`` keeps each document whole (whitespace-normalised), the
+text that cropping objectives (``two-pass-crops``) cut their views from.
+
 Sentences are split with nltk's pretrained Punkt model, the one llama-index-core ships (no download). Malformed input
 raises ``TrainingDataError`` naming the file and line. No labels, queries or test sentences are ever read.
 """
@@ -30,8 +33,16 @@ class TrainingDataError(ValueError):
     """Training text cannot be read: missing, empty, binary or malformed."""
 
 
-def load_texts(source: str | Path, text_field: str = "text", split: str = "train") -> list[str]:
-    """All training texts from ``source`` (see the module docstring), in file order."""
+UNITS = ("sentences", "documents")
+
+
+def load_texts(
+    source: str | Path, text_field: str = "text", split: str = "train", units: str = "sentences"
+) -> list[str]:
+    """All training texts from ``source`` (see the module docstring), in file order; ``units`` says what a folder
+    of documents gives: its sentences or its whole documents."""
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
     name = str(source)
     if name.startswith("hf:"):
         return _from_datasets(name[3:], text_field, split)
@@ -45,9 +56,8 @@ def load_texts(source: str | Path, text_field: str = "text", split: str = "train
             or (path / "dataset_dict.json").exists()
         ):
             return _from_datasets(str(path), text_field, split)
-        if _beir_corpus(path) is not None:
-            return split_sentences(_beir_documents(_beir_corpus(path)))
-        return split_sentences(_folder_documents(path))
+        documents = _beir_documents(_beir_corpus(path)) if _beir_corpus(path) is not None else _folder_documents(path)
+        return split_sentences(documents) if units == "sentences" else whole_documents(documents)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
         texts = list(_jsonl_texts(path, text_field))
     else:
@@ -156,6 +166,14 @@ def _folder_documents(folder: Path) -> Iterator[str]:
             yield read_text(f)
         except SkipFile as reason:
             logger.info("skipping %s: %s", f.relpath, reason)
+
+
+def whole_documents(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
+    """Each document as one whitespace-normalised text (very short ones dropped)."""
+    out = [" ".join(doc.split()) for doc in documents if len(doc.split()) >= min_words]
+    if not out:
+        raise TrainingDataError("the corpus yielded no document of at least 3 words")
+    return out
 
 
 def split_sentences(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:

@@ -234,7 +234,8 @@ def train(
     ensure_writable_dir(output, "the training run")
     seed_everything(config.seed)
 
-    texts = load_texts(config.data, text_field=config.text_field)
+    units = "documents" if config.objective == "two-pass-crops" else "sentences"  # crops are cut from whole documents
+    texts = load_texts(config.data, text_field=config.text_field, units=units)
     if config.max_train_texts:
         texts = texts[: config.max_train_texts]
     order = BatchOrder(len(texts), config.batch_size, config.seed)
