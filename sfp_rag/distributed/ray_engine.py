@@ -56,13 +56,15 @@ class _ReadAndChunk:
         from ..retrieval.chunking import chunk_sources
 
         rows: dict[str, list] = {"k": [], "index": [], "start": [], "end": [], "text": [], "skip": []}
-        for k in batch["k"]:
-            result = chunk_sources([self.sources[int(k)]], self.splitter)[self.sources[int(k)].source]
-            for c in [] if isinstance(result, str) else result:
-                for key, value in zip(rows, (int(k), c.index, c.start, c.end, c.text, "")):
-                    rows[key].append(value)
+        for k in map(int, batch["k"]):
+            source = self.sources[k]
+            result = chunk_sources([source], self.splitter)[source.source]
             if isinstance(result, str):  # a skipped source: one row that says why
-                for key, value in zip(rows, (int(k), -1, None, None, "", result)):
+                records = [(k, -1, None, None, "", result)]
+            else:
+                records = [(k, c.index, c.start, c.end, c.text, "") for c in result]
+            for record in records:
+                for key, value in zip(rows, record):
                     rows[key].append(value)
         return rows
 
@@ -146,7 +148,7 @@ class RayEmbedder:
                 "model": self.config["model"],
                 "chunk_size": chunk_size,
                 "chunk_overlap": chunk_overlap,
-            },  # fmt: skip
+            },
             batch_size=max(1, min(-(-len(sources) // self.workers), 256)),
             concurrency=min(self.workers, len(sources)),
             num_cpus=1,
