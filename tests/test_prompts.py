@@ -11,10 +11,10 @@ def test_presets_are_valid_and_render(name):
     assert t.name == name
     r = t.render("hello world.")
     assert r.prompt[r.text_start : r.text_end] == "hello world."
-    assert r.prompt.startswith('This sentence : "hello world."')
+    assert r.prompt.startswith(('This sentence : "hello world."', 'This question : "hello world."'))
     assert r.prompt[: r.rep1_end] == t.stage_one("hello world.")
     assert "{" not in r.prompt
-    assert t.two_stage == (name in ("eol-sum", "sth-sum", "sth-also-sum"))
+    assert t.two_stage == (name in ("eol-sum", "sth-sum", "sth-also-sum", "question-sum"))
 
 
 def test_two_stage_split_points():

@@ -21,7 +21,7 @@ def _decoded(tok, ids, i):
 
 
 @pytest.mark.parametrize("fixture", ["bpe_tokenizer", "word_tokenizer"])
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", list(MARKERS))
 def test_markers_decode_to_intended_words(request, fixture, preset):
     tok = request.getfixturevalue(fixture)
     pt = PromptTokenizer(tok, preset, max_text_tokens=32)
@@ -36,6 +36,18 @@ def test_markers_decode_to_intended_words(request, fixture, preset):
             assert item.rep1 < item.rep2
         else:
             assert item.rep1 == item.rep2
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in MARKERS])
+def test_other_presets_end_their_stages_on_the_right_tokens(bpe_tokenizer, preset):
+    """Presets whose words the tiny vocabulary splits: Rep1 is the last token of stage one, Rep2 the last token."""
+    template = get_template(preset)
+    item = PromptTokenizer(bpe_tokenizer, preset, max_text_tokens=32).tokenize(["a man is playing a guitar"])[0]
+    ids = list(item.input_ids)
+    stage_one = template.stage_one("a man is playing a guitar.")
+    assert bpe_tokenizer.decode(ids[: item.rep1 + 1], skip_special_tokens=True) == stage_one
+    assert bpe_tokenizer.decode(ids, skip_special_tokens=True) == template.render("a man is playing a guitar.").prompt
+    assert item.rep2 == len(ids) - 1 and (item.rep1 < item.rep2) == template.two_stage
 
 
 def test_bos_token_is_kept_and_not_a_marker(bpe_tokenizer):

@@ -318,7 +318,8 @@ def test_corpora_are_split_into_sentences(tmp_path):
     assert load_texts(docs) == ["# Title The first sentence is here.", "And the second one is here too!"]
     # cropping objectives take whole documents (title and text, whitespace-normalised)
     assert load_texts(beir, units="documents") == ["Cell biology. Dr. Smith studied cells. They divide often."]
-    assert load_texts(docs, units="documents") == ["# Title The first sentence is here. And the second one is here too!"]
+    whole = "# Title The first sentence is here. And the second one is here too!"
+    assert load_texts(docs, units="documents") == [whole]
     with pytest.raises(ValueError, match="units"):
         load_texts(docs, units="paragraphs")
 

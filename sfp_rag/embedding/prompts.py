@@ -32,6 +32,8 @@ PRESETS: dict[str, str] = {
     "eol": 'This sentence : "{text}" means in one word:"',
     "sth": 'This sentence : "{text}" means something',
     "sum": 'This sentence : "{text}" can be summarized as',
+    # a query-side prompt (asymmetric search): chosen on NFCorpus train queries for the shipped default
+    "question-sum": 'This question : "{text}" asks about{rep1}, the answer can be summarized as',
 }
 
 
