@@ -121,7 +121,7 @@ class RayEmbedder:
             _EncodeBatch,
             fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
             batch_size=max(1, min(per_actor, 1024)),
-            concurrency=min(self.workers, len(texts)),
+            compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(texts))),
             num_gpus=self.num_gpus,
             num_cpus=0 if self.num_gpus else 1,
         )
@@ -150,7 +150,7 @@ class RayEmbedder:
                 "chunk_overlap": chunk_overlap,
             },
             batch_size=max(1, min(-(-len(sources) // self.workers), 256)),
-            concurrency=min(self.workers, len(sources)),
+            compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(sources))),
             num_cpus=1,
         )
         found: dict[int, list] = {}

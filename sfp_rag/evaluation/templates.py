@@ -65,6 +65,7 @@ def evaluate_templates(
         "kind": "templates",
         "document_template": encoder.config.template,
         "beir": {"dataset": data.name, "split": split, "queries": len(data.queries)} if data is not None else None,
+        "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "max_chunks": max_chunks},
         "rows": rows,
     }
 
