@@ -349,12 +349,13 @@ def show_command(index: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
+    width = max(map(len, info))
     for key, value in info.items():
         if key == "sources":
             shown = ", ".join(value[:10]) + (f", ... ({len(value)} in all)" if len(value) > 10 else "")
-            click.echo(f"{'sources':<12} {printable(shown)}")
+            click.echo(f"{'sources':<{width}} {printable(shown)}")
         else:
-            click.echo(f"{key:<12} {printable(_size(value) if key == 'bytes' else value)}")
+            click.echo(f"{key:<{width}} {printable(_size(value) if key == 'bytes' else value)}")
 
 
 @indexes.command(name="delete")
