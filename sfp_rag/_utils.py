@@ -74,6 +74,29 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def machine_info() -> dict[str, Any]:
+    """What a measured number depends on: CPU model and the flags that change speed, cores, versions, GPU."""
+    import platform
+    import sys
+
+    info: dict[str, Any] = {"cpu": platform.processor() or "unknown", "cpu_count": os.cpu_count(),
+                            "python": sys.version.split()[0], "platform": platform.platform()}  # fmt: skip
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = next(line for line in lines if line.startswith("flags")).split()
+        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    except (OSError, StopIteration):
+        pass
+    torch = sys.modules.get("torch")  # only when the command loaded it: recording never imports torch
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
 def normalize_dtype_name(dtype: Any) -> str:
     """Return the canonical name ("auto", "float32", "bfloat16", "float16") of a dtype string or torch dtype."""
     name = str(dtype).replace("torch.", "")

@@ -314,10 +314,11 @@ def result_options(f):
 
 
 def write_result(result: dict, output: Path | None) -> None:
+    """Save a result as JSON, with the machine that measured it."""
     if output:
-        from .._utils import atomic_write_json
+        from .._utils import atomic_write_json, machine_info
 
-        atomic_write_json(output, result)
+        atomic_write_json(output, {**result, "machine": result.get("machine") or machine_info()})
         click.echo(f"wrote {output}", err=True)
 
 
