@@ -18,6 +18,7 @@ MARKERS = {
     "eol": (':"', ':"'),  # one token in both vocabularies
     "sth": ("something", "something"),
     "sum": ("as", "as"),
+    "question-sum": ("about", "as"),
 }
 
 
