@@ -85,7 +85,7 @@ def machine_info() -> dict[str, Any]:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
         flags = next(line for line in lines if line.startswith("flags")).split()
-        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     except (OSError, StopIteration):
         pass
     torch = sys.modules.get("torch")  # only when the command loaded it: recording never imports torch
