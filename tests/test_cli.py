@@ -17,6 +17,13 @@ def test_help_and_version():
     assert CliRunner().invoke(main, ["--version"]).exit_code == 0
 
 
+def test_help_states_the_tuned_fusion_weight():
+    from sfp_rag.retrieval.fusion import DEFAULT_ALPHA
+
+    text = " ".join(CliRunner().invoke(main, ["eval", "beir", "--help"]).output.split())
+    assert f"[default: {DEFAULT_ALPHA}, tuned]" in text  # the help's literal follows the constant
+
+
 def test_models_lists_builtins():
     result = CliRunner().invoke(main, ["models", "--json"])
     assert result.exit_code == 0

@@ -51,9 +51,7 @@ class BM25Index:
         require("bm25s", "BM25 search", "pip install bm25s PyStemmer")
         bm25s = _bm25s()
         tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(stem), show_progress=False)
-        if (
-            not tokens.vocab
-        ):  # not one indexable word (only stopwords, one-letter words): an index that matches nothing
+        if not tokens.vocab:  # not one indexable word (only stopwords, one-letter words): an index matching nothing
             tokens = type(tokens)(ids=[[0] for _ in texts], vocab={"\x01": 0})
         retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
         retriever.index(tokens, show_progress=False)

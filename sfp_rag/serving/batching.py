@@ -3,9 +3,9 @@
 A request's texts join a queue; one worker takes the oldest waiting requests (a lone request at once; with others
 queued, waiting up to ``max_wait_ms`` for more while the batch is not full), and encodes them in one call bounded by
 ``max_batch_tokens`` padded tokens and ``max_batch_size`` texts (as text-embeddings-inference's
-``--max-batch-tokens``). The model runs in one
-worker thread, so the event loop keeps accepting requests meanwhile. At most ``max_queue`` texts wait; more is
-refused at once (``QueueFull``: the server answers 503), never queued without bound.
+``--max-batch-tokens``). The model runs in one worker thread, so the event loop keeps accepting requests meanwhile.
+At most ``max_queue`` texts wait; more is refused at once (``QueueFull``: the server answers 503), never queued
+without bound.
 """
 
 from __future__ import annotations
