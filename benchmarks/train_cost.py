@@ -7,6 +7,7 @@ warm-up steps. Ratios are single-pass / two-pass from the same run.
     python benchmarks/train_cost.py                          # default model, CPU, batch 32
     python benchmarks/train_cost.py --dtype bfloat16 --quantization none
     python benchmarks/train_cost.py --model smollm2-135m --device cuda --batch-size 64
+    python benchmarks/train_cost.py --objectives single-pass --grad-cache 8   # GradCache against the plain step
 
 Writes benchmarks/results/train_cost_<device>_<model>_<quantization>_<dtype>.json.
 """
@@ -15,18 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import machine  # benchmarks/ is the script's folder
+
 OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "unsup_sentences.txt.gz"
 
 
-def run_variant(args: argparse.Namespace, objective: str) -> dict:
-    """Measure one objective (runs inside the child process)."""
+def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -> dict:
+    """Measure one objective, optionally with GradCache sub-batches of ``grad_cache`` rows (runs inside the child
+    process)."""
     import resource
     import statistics
 
@@ -49,14 +52,15 @@ def run_variant(args: argparse.Namespace, objective: str) -> dict:
         quantization=args.quantization,
         dtype=args.dtype,
         device=device,
+        grad_cache=grad_cache,
     )
     texts = load_texts(args.data)[: args.batch_size * (args.steps + args.warmup)]
     model, tokenizer, quantization = _model_with_fallback(config, device)
     sfp = SFPModel(model).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    step = ObjectiveStep(config, tokenizer, device, distributed=False)
     autocast = resolve_train_autocast(args.dtype, device)
+    step = ObjectiveStep(config, tokenizer, device, distributed=False, autocast=autocast)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is KiB on Linux)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -66,9 +70,7 @@ def run_variant(args: argparse.Namespace, objective: str) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
-            loss, n_tokens = step(sfp, batch)
-        loss.backward()
+        loss, n_tokens = step.backward(sfp, batch)  # as the trainer does: forward(s) and backward
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.startswith("cuda"):
@@ -78,6 +80,7 @@ def run_variant(args: argparse.Namespace, objective: str) -> dict:
             tokens.append(n_tokens)
     out = {
         "objective": objective,
+        "grad_cache": grad_cache,
         "quantization": quantization,
         "step_s": statistics.median(times),
         "step_s_all": times,
@@ -102,22 +105,28 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--grad-cache", type=int, default=0, help="also run each objective with GradCache of N rows")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-grad-cache", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(run_variant(args, args.child)))
+        print("RESULT " + json.dumps(run_variant(args, args.child, args.child_grad_cache)))
         return
     results = {}
-    for objective in args.objectives.split(","):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", objective]
+    variants = [(o, 0) for o in args.objectives.split(",")]
+    if args.grad_cache:
+        variants += [(o, args.grad_cache) for o in args.objectives.split(",")]
+    for objective, cache in variants:
+        name = f"{objective}+gradcache{cache}" if cache else objective
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", objective, "--child-grad-cache", str(cache)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
-            sys.exit(f"{objective} failed:\n{proc.stderr[-3000:]}")
-        results[objective] = json.loads(line[0][7:])
-        r = results[objective]
+            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        results[name] = json.loads(line[0][7:])
+        r = results[name]
         print(
-            f"{objective:18s} step {r['step_s']:.2f} s  tokens/step {r['tokens_per_step']:.0f}  "
+            f"{name:30s} step {r['step_s']:.2f} s  tokens/step {r['tokens_per_step']:.0f}  "
             f"peak RSS {r['peak_rss_gib']:.2f} GiB"
             + (f"  peak CUDA {r['peak_cuda_gib']:.2f} GiB" if "peak_cuda_gib" in r else ""),
             flush=True,
@@ -125,7 +134,7 @@ def main() -> None:
     single = results.get("single-pass")
     ratios = {}
     for name, r in results.items():
-        if single and name != "single-pass":
+        if single and name != "single-pass" and not r["grad_cache"]:
             mem_key = "peak_cuda_gib" if "peak_cuda_gib" in r else "peak_rss_gib"
             ratios[name] = {
                 "step_time": single["step_s"] / r["step_s"],
@@ -139,10 +148,25 @@ def main() -> None:
                 f"{ratios[name]['peak_memory']:.2f}, memory above the loaded model "
                 f"{ratios[name]['training_memory']:.2f}, tokens {ratios[name]['tokens']:.2f}"
             )
+    for name, r in results.items():
+        plain = results.get(r["objective"])
+        if r["grad_cache"] and plain:
+            mem_key = "peak_cuda_gib" if "peak_cuda_gib" in r else "peak_rss_gib"
+            ratios[name] = {
+                "step_time_vs_plain": r["step_s"] / plain["step_s"],
+                "peak_memory_vs_plain": r[mem_key] / plain[mem_key],
+                "training_memory_vs_plain": (r["peak_rss_gib"] - r["rss_after_load_gib"])
+                / (plain["peak_rss_gib"] - plain["rss_after_load_gib"]),
+            }
+            print(
+                f"{name} / {r['objective']}: time {ratios[name]['step_time_vs_plain']:.2f}, peak memory "
+                f"{ratios[name]['peak_memory_vs_plain']:.2f}, memory above the loaded model "
+                f"{ratios[name]['training_memory_vs_plain']:.2f}"
+            )
     record = {
         "benchmark": "train_cost",
         "args": {k: str(v) for k, v in vars(args).items() if k != "child"},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version},
+        "machine": machine(),
         "results": results,
         "ratios": ratios,
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -150,7 +174,11 @@ def main() -> None:
     out = (
         Path(__file__).parent
         / "results"
-        / (f"train_cost_{args.device}_{args.model}_{args.quantization}_{args.dtype}_b{args.batch_size}.json")
+        / (
+            f"train_cost_{args.device}_{args.model}_{args.quantization}_{args.dtype}_b{args.batch_size}"
+            + (f"_gc{args.grad_cache}" if args.grad_cache else "")
+            + ".json"
+        )
     )
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2))

@@ -71,6 +71,12 @@ from .core import USER_ERRORS, fail, main
 )
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
 @click.option("--dropout", type=float, default=0.1, show_default=True, help="Attention dropout (two-pass-dropout).")
+@click.option("--topic-clusters", type=click.IntRange(min=0), default=0, show_default=True,
+              help="TAS-B batches: cluster the texts into K topics (k-means of the starting model's embeddings) and "
+                   "draw each batch from one topic (harder negatives); 0: random batches.")  # fmt: skip
+@click.option("--grad-cache", type=click.IntRange(min=0), default=0, show_default=True,
+              help="GradCache: embed each batch N rows at a time and backpropagate through cached embeddings (the "
+                   "whole batch's negatives at the activation memory of N rows); 0: off.")  # fmt: skip
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)

@@ -150,7 +150,10 @@ RESUME_KEYS = (
     "lora_alpha",
     "seed",
     "max_train_texts",
-)
+    "crop_min",
+    "crop_max",
+    "topic_clusters",
+)  # not grad_cache: it changes memory, not the gradient, so a resume may raise or lower it
 
 
 _RUN_FILES = (CONFIG_NAME, "train_log.jsonl", "checkpoints", "adapter_config.json", "adapter_model.safetensors")

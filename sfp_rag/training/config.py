@@ -60,6 +60,16 @@ class TrainConfig:
     dropout: float = field(default=0.1, metadata={"help": "attention dropout, two-pass-dropout only"})
     crop_min: float = field(default=0.1, metadata={"help": "two-pass-crops: shortest crop, as a share of the words"})
     crop_max: float = field(default=0.5, metadata={"help": "two-pass-crops: longest crop, as a share of the words"})
+    topic_clusters: int = field(
+        default=0,
+        metadata={"help": "0: random batches; K >= 2: TAS-B batches from K k-means clusters of the texts"},
+    )
+    grad_cache: int = field(
+        default=0,
+        metadata={
+            "help": "0: off; N: embed batches N rows at a time (GradCache: whole-batch negatives, N-row memory)"
+        },
+    )
     gradient_checkpointing: bool = False
     seed: int = 42
     save_every: int = 200
@@ -126,6 +136,10 @@ class TrainConfig:
         for name in ("lora_dropout", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.topic_clusters == 1 or self.topic_clusters < 0:
+            raise ValueError(f"topic_clusters must be 0 (random batches) or at least 2, got {self.topic_clusters}")
+        if self.grad_cache < 0:
+            raise ValueError(f"grad_cache must be 0 (off) or a positive number of rows, got {self.grad_cache}")
         if self.warmup_steps < 0 or self.eval_every < 0:
             raise ValueError("warmup_steps and eval_every must be >= 0")
         if (self.eval_every or self.select_best) and not self.eval_data:

@@ -46,6 +46,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .losses import info_nce
+from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
 logger = logging.getLogger(__name__)
 
@@ -61,29 +62,6 @@ class TrainResult:
     final_loss: float
     seconds: float
     best_dev: float | None = None
-
-
-# --- data order ---------------------------------------------------------------------------------------------------
-
-
-class BatchOrder:
-    """Which texts form global batch ``i``: a fresh seeded permutation each epoch, last partial batch dropped.
-
-    Depends only on (n, batch_size, seed, i), so a resumed run sees exactly the batches it would have seen.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        if n < batch_size:
-            raise ValueError(f"only {n} training texts for batch_size {batch_size}; add data or lower --batch-size")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.per_epoch = n // batch_size
-        self._epoch, self._perm = -1, None
-
-    def __call__(self, i: int) -> np.ndarray:
-        epoch, j = divmod(i, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch, self._perm = epoch, np.random.default_rng(self.seed + epoch).permutation(self.n)
-        return self._perm[j * self.batch_size : (j + 1) * self.batch_size]
 
 
 # --- model --------------------------------------------------------------------------------------------------------
@@ -161,39 +139,97 @@ def random_crop(text: str, rng: np.random.Generator, low: float = 0.1, high: flo
 
 
 class ObjectiveStep:
-    """Compute the loss of one batch of texts for the configured objective.
+    """Compute the loss of one batch of texts for the configured objective, and its gradient.
 
     - ``single-pass``: one pass; Rep2 is the anchor and Rep1 (end of stage one) the positive (CSE-SFP).
     - ``two-pass-dropout``: the same prompt twice, different dropout masks; Rep2 of each (SimCSE).
     - ``two-pass-prompts``: two prompts of the same text; Rep2 of each (PromptEOL-style).
     - ``two-pass-crops``: two independent random crops of the same text, one pass each; Rep2 of each (Contriever's
       cropping; harder positives for passages than two views of one short sentence).
+
+    With ``config.grad_cache`` = N > 0, ``backward`` embeds the batch N rows at a time without keeping activations,
+    takes the loss over the whole batch, then re-embeds each sub-batch with the same random state (dropout masks)
+    and backpropagates the cached embedding gradients into it (GradCache: Gao et al., RepL4NLP 2021, arXiv
+    2101.06983). The gradient is the full batch's; activation memory is that of N rows; compute is one extra
+    forward without a graph. Forwards run under ``autocast`` (a dtype, or None for none); the loss is fp32.
     """
 
-    def __init__(self, config: TrainConfig, tokenizer, device: str, distributed: bool) -> None:
-        self.config, self.device, self.distributed = config, device, distributed
+    def __init__(self, config: TrainConfig, tokenizer, device: str, distributed: bool, autocast=None) -> None:
+        self.config, self.device, self.distributed, self.autocast = config, device, distributed, autocast
         self.first = PromptTokenizer(tokenizer, config.template, max_text_tokens=config.max_text_tokens)
         second = config.second_template if config.objective == "two-pass-prompts" else config.template
         self.second = PromptTokenizer(tokenizer, second, max_text_tokens=config.max_text_tokens)
 
     def __call__(self, model, texts: list[str], rng: np.random.Generator | None = None) -> tuple[torch.Tensor, int]:
-        """Loss (global-batch InfoNCE) and the number of tokens processed by this rank; ``rng`` draws the crops."""
-        if self.config.objective == "single-pass":
-            batch = self.first(texts).to(self.device)
-            out = model(batch)
-            anchor, positive, tokens = out.rep2, out.rep1, batch.num_tokens  # (B, D), (B, D)
-        else:
-            first, second = texts, texts
-            if self.config.objective == "two-pass-crops":
-                rng = rng if rng is not None else np.random.default_rng(0)
-                lo, hi = self.config.crop_min, self.config.crop_max
-                first = [random_crop(t, rng, lo, hi) for t in texts]
-                second = [random_crop(t, rng, lo, hi) for t in texts]
+        """Loss (global-batch InfoNCE, with its graph) and the number of tokens processed by this rank; ``rng``
+        draws the crops."""
+        first, second = self._views(texts, rng)
+        anchor, positive, tokens = self._embed(model, first, second)
+        return self._loss(anchor, positive), tokens
+
+    def backward(
+        self, model, texts: list[str], rng: np.random.Generator | None = None, scale: float = 1.0
+    ) -> tuple[torch.Tensor, int]:
+        """Accumulate the gradient of ``scale`` x the batch loss into the model; returns the loss (detached) and the
+        number of tokens processed. Uses GradCache when ``config.grad_cache`` is below the batch size."""
+        chunk = self.config.grad_cache
+        if not chunk or chunk >= len(texts):
+            loss, tokens = self(model, texts, rng)
+            (loss * scale).backward()
+            return loss.detach(), tokens
+        first, second = self._views(texts, rng)
+        spans = [(s, min(s + chunk, len(texts))) for s in range(0, len(texts), chunk)]
+        states, anchors, positives, tokens = [], [], [], 0
+        with torch.no_grad():  # pass 1: embeddings only, no activations kept
+            for s, e in spans:
+                states.append(self._rng_state())
+                a, p, t = self._embed(model, first[s:e], second[s:e])
+                anchors.append(a.float())
+                positives.append(p.float())
+                tokens += t
+        anchor = torch.cat(anchors).requires_grad_(True)  # (B, D) leaves: the loss's gradient lands here
+        positive = torch.cat(positives).requires_grad_(True)
+        loss = self._loss(anchor, positive)
+        (loss * scale).backward()
+        for (s, e), state in zip(spans, states):  # pass 2: each sub-batch again, same dropout, with its graph
+            self._set_rng_state(state)
+            a, p, _ = self._embed(model, first[s:e], second[s:e])
+            torch.autograd.backward([a.float(), p.float()], [anchor.grad[s:e], positive.grad[s:e]])
+        return loss.detach(), tokens
+
+    def _views(self, texts: list[str], rng: np.random.Generator | None) -> tuple[list[str], list[str]]:
+        if self.config.objective != "two-pass-crops":
+            return texts, texts
+        rng = rng if rng is not None else np.random.default_rng(0)
+        lo, hi = self.config.crop_min, self.config.crop_max
+        first = [random_crop(t, rng, lo, hi) for t in texts]
+        second = [random_crop(t, rng, lo, hi) for t in texts]
+        return first, second
+
+    def _embed(self, model, first: list[str], second: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(anchor (B, D), positive (B, D), tokens) of one (sub-)batch."""
+        device_type = self.device.split(":")[0]
+        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+            if self.config.objective == "single-pass":
+                batch = self.first(first).to(self.device)
+                out = model(batch)
+                return out.rep2, out.rep1, batch.num_tokens
             a = self.first(first).to(self.device)
             b = self.second(second).to(self.device)
-            anchor, positive = model(a).rep2, model(b).rep2  # two passes: (B, D) each
-            tokens = a.num_tokens + b.num_tokens
-        return info_nce(anchor, positive, self.config.temperature, distributed=self.distributed), tokens
+            return model(a).rep2, model(b).rep2, a.num_tokens + b.num_tokens  # two passes
+
+    def _loss(self, anchor: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        return info_nce(anchor.float(), positive.float(), self.config.temperature, distributed=self.distributed)
+
+    def _rng_state(self):
+        cuda = self.device.startswith("cuda")
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if cuda else None
+
+    def _set_rng_state(self, state) -> None:
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
@@ -238,16 +274,16 @@ def train(
     texts = load_texts(config.data, text_field=config.text_field, units=units)
     if config.max_train_texts:
         texts = texts[: config.max_train_texts]
-    order = BatchOrder(len(texts), config.batch_size, config.seed)
     model, tokenizer, quantization = _model_with_fallback(config, device)
     autocast = resolve_train_autocast(config.dtype, device)
     sfp = SFPModel(model)
+    order = _batch_order(texts, config, sfp, tokenizer, device, output, dist)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_scheduler(
         config.schedule, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
     )
-    step_loss = ObjectiveStep(config, tokenizer, device, distributed=dist is not None)
+    step_loss = ObjectiveStep(config, tokenizer, device, distributed=dist is not None, autocast=autocast)
 
     start, best = 0, None
     log_path = output / "train_log.jsonl"
@@ -277,9 +313,8 @@ def train(
         for micro in range(config.grad_accum):
             rows = order((step - 1) * config.grad_accum + micro)
             local = rows[rank * len(rows) // world : (rank + 1) * len(rows) // world]
-            with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
-                crops = np.random.default_rng([config.seed, step, micro, rank])  # the same on resume
-                loss, tokens = step_loss(sfp, [texts[i] for i in local], crops)
+            crops = np.random.default_rng([config.seed, step, micro, rank])  # the same on resume
+            loss, tokens = step_loss.backward(sfp, [texts[i] for i in local], crops, scale=world / config.grad_accum)
             if not torch.isfinite(loss):
                 ckpt = latest_checkpoint(output)
                 raise TrainingDiverged(
@@ -287,7 +322,6 @@ def train(
                     f"good checkpoint is {ckpt or 'none'}. Lower --lr, raise --warmup-steps or use --dtype float32, "
                     "then --resume."
                 )
-            (loss * world / config.grad_accum).backward()
             step_value += loss.item() / config.grad_accum
             window_examples += len(rows)
             window_tokens += tokens * world
@@ -366,6 +400,32 @@ def train(
     return TrainResult(str(output), config.max_steps, last, seconds, best)
 
 
+def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: str, output: Path, dist):
+    """Random batches, or (``topic_clusters``) TAS-B batches from k-means clusters of the starting model's
+    embeddings of the texts; the clusters are computed once (rank 0) and saved with the run for resumes."""
+    if not config.topic_clusters:
+        return BatchOrder(len(texts), config.batch_size, config.seed)
+    from ..embedding.encoder import SFPEncoder
+
+    labels = load_topics(output, len(texts))
+    if labels is None and (dist is None or dist.get_rank() == 0):
+        t0 = time.perf_counter()
+        encoder = SFPEncoder(sfp, tokenizer, _inference_config(config, adapter=None, max_text_tokens=True), device)
+        autocast = resolve_train_autocast(config.dtype, device)
+        with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+            vectors = encoder.encode(texts, batch_size=64)  # (n, D), normalised; eval mode, no dropout
+        sfp.train()
+        labels = kmeans_labels(vectors, config.topic_clusters, seed=config.seed)
+        save_topics(output, labels)
+        logger.info(
+            "topic batches: %s from %d texts in %.0f s", cluster_sizes(labels), len(texts), time.perf_counter() - t0
+        )
+    if dist is not None:
+        dist.barrier()
+        labels = load_topics(output, len(texts))
+    return TopicBatchOrder(labels, config.batch_size, config.seed)
+
+
 def _model_with_fallback(config: TrainConfig, device: str):
     """Load the model; if NF4 cannot train here, say what failed and fall back to plain LoRA."""
     if config.quantization == "nf4":
@@ -413,13 +473,15 @@ def _save_adapter(model, directory: Path, config: TrainConfig, extra: dict[str, 
     save_adapter(model, directory, _inference_config(config, adapter=None), {**config.to_dict(), **extra})
 
 
-def _inference_config(config: TrainConfig, adapter: str | None) -> EncoderConfig:
+def _inference_config(config: TrainConfig, adapter: str | None, max_text_tokens: bool = False) -> EncoderConfig:
+    """The encoder a run saves (texts cut at the inference length), or with ``max_text_tokens`` the one that sees
+    texts as training does (cut at ``config.max_text_tokens``)."""
     return EncoderConfig(
         model=config.model,
         adapter=adapter,
         template=config.template,
         pooling=config.pooling,
-        max_text_tokens=INFERENCE_MAX_TEXT_TOKENS,
+        max_text_tokens=config.max_text_tokens if max_text_tokens else INFERENCE_MAX_TEXT_TOKENS,
     )
 
 

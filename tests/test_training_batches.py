@@ -1,0 +1,182 @@
+"""Batch composition and memory: TAS-B topic batches and GradCache, each against a brute-force reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sfp_rag.training.checkpoints import latest_checkpoint
+from sfp_rag.training.config import TrainConfig
+from sfp_rag.training.sampling import (
+    TOPICS_NAME,
+    TopicBatchOrder,
+    kmeans_labels,
+    load_topics,
+    save_topics,
+)
+from sfp_rag.training.trainer import ObjectiveStep, build_peft_model, train
+from tests.test_training import SENTENCES, _config
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n")
+    return path
+
+
+# --- topic batches ----------------------------------------------------------------------------------------------
+
+
+def test_topic_batches_use_every_text_once_per_epoch_and_stay_in_one_cluster():
+    labels = np.repeat(np.arange(5), 8)[np.random.default_rng(0).permutation(40)]  # 5 clusters of 8, shuffled
+    order = TopicBatchOrder(labels, batch_size=8, seed=3)
+    epoch0 = [order(i) for i in range(order.per_epoch)]
+    assert order.per_epoch == 5
+    assert sorted(np.concatenate(epoch0).tolist()) == list(range(40))  # every text exactly once
+    assert all(len(set(labels[b].tolist())) == 1 for b in epoch0)  # cluster size == batch size: one topic each
+    again = TopicBatchOrder(labels, batch_size=8, seed=3)
+    assert all((again(i) == epoch0[i]).all() for i in range(5))  # depends on (labels, seed, i) only
+    assert any(not (order(5 + i) == epoch0[i]).all() for i in range(5))  # a new epoch reshuffles
+
+
+def test_topic_batches_with_uneven_clusters_drop_only_the_remainder():
+    labels = np.array([0] * 13 + [1] * 3 + [2] * 7)  # 23 texts, batch 4: 5 batches, 3 texts dropped per epoch
+    order = TopicBatchOrder(labels, batch_size=4, seed=0)
+    rows = np.concatenate([order(i) for i in range(order.per_epoch)])
+    assert order.per_epoch == 5 and len(set(rows.tolist())) == 20
+    # laid end to end, a batch spans at most two clusters unless a cluster is smaller than a batch
+    spans = [len(set(labels[order(i)].tolist())) for i in range(order.per_epoch)]
+    assert max(spans) <= 3 and spans.count(1) >= 2
+    with pytest.raises(ValueError, match="batch_size"):
+        TopicBatchOrder(np.zeros(3, dtype=int), batch_size=4, seed=0)
+
+
+def test_kmeans_labels_recover_separated_topics():
+    rng = np.random.default_rng(0)
+    centers = np.eye(4, 16, dtype=np.float32) * 5
+    x = np.concatenate([c + 0.1 * rng.standard_normal((25, 16)) for c in centers]).astype(np.float32)
+    labels = kmeans_labels(x, 4, seed=1)
+    groups = labels.reshape(4, 25)
+    assert all(len(set(g.tolist())) == 1 for g in groups) and len(set(groups[:, 0].tolist())) == 4
+    with pytest.raises(ValueError, match="topic clusters"):
+        kmeans_labels(x, 1000, seed=1)
+
+
+def test_topics_file_round_trip_and_mismatch(tmp_path):
+    labels = np.array([2, 0, 1, 1])
+    save_topics(tmp_path, labels)
+    np.testing.assert_array_equal(load_topics(tmp_path, 4), labels)
+    assert load_topics(tmp_path, 5) is None  # made for other texts: cluster again
+    assert load_topics(tmp_path / "none", 4) is None
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_topic_batch_training_saves_its_clusters_and_resumes_exactly(tiny_model_dir, data_file, tmp_path):
+    straight = []
+    kw = dict(topic_clusters=4, lora_dropout=0.1)
+    train(_config(tiny_model_dir, data_file, tmp_path / "a", **kw), callback=lambda s, x: straight.append(x),
+          show_progress=False)  # fmt: skip
+    labels = np.load(tmp_path / "a" / TOPICS_NAME)
+    assert labels.shape == (len(SENTENCES),) and len(set(labels.tolist())) > 1
+
+    resumed = []
+
+    def crash(step, loss):
+        resumed.append(loss)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    config = _config(tiny_model_dir, data_file, tmp_path / "b", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callback=crash, show_progress=False)
+    assert latest_checkpoint(tmp_path / "b").name == "step-3"
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / TOPICS_NAME), labels)  # same start, same clusters
+    resumed = resumed[:3]
+    train(config, resume=True, callback=lambda s, x: resumed.append(x), show_progress=False)
+    np.testing.assert_allclose(resumed, straight, rtol=1e-5)
+
+
+def test_topic_clusters_validation(tmp_path):
+    base = {"data": "x", "output_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="topic_clusters"):
+        TrainConfig(**base, topic_clusters=1)
+    with pytest.raises(ValueError, match="grad_cache"):
+        TrainConfig(**base, grad_cache=-1)
+
+
+# --- GradCache ----------------------------------------------------------------------------------------------------
+
+
+def _lora_model(tiny_model_dir, tmp_path, **kw):
+    from sfp_rag.embedding.modeling import SFPModel
+
+    config = _config(tiny_model_dir, "unused.txt", tmp_path / "out", **kw)
+    model, tokenizer = build_peft_model(config, "cpu", "none")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # B starts at zero, which would leave every lora_A gradient zero
+                p.normal_(0, 0.02)
+    return config, SFPModel(model), tokenizer
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("objective", ["single-pass", "two-pass-crops"])
+def test_grad_cache_gives_the_full_batch_gradient(tiny_model_dir, tmp_path, objective):
+    config, sfp, tokenizer = _lora_model(tiny_model_dir, tmp_path, objective=objective, lora_dropout=0.0)
+    texts = SENTENCES[:8]
+    full = ObjectiveStep(config, tokenizer, "cpu", distributed=False)
+    loss_full, tokens_full = full.backward(sfp, texts, np.random.default_rng(5), scale=0.5)
+    reference = _grads(sfp)
+    config.grad_cache = 3  # sub-batches of 3, 3 and 2 rows
+    cached = ObjectiveStep(config, tokenizer, "cpu", distributed=False)
+    loss_cached, tokens_cached = cached.backward(sfp, texts, np.random.default_rng(5), scale=0.5)
+    got = _grads(sfp)
+    assert loss_cached.item() == pytest.approx(loss_full.item(), rel=1e-5) and tokens_cached == tokens_full
+    assert reference.keys() == got.keys() and len(got) > 0
+    for name in reference:
+        torch.testing.assert_close(got[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert any(g.abs().sum() > 0 for n, g in got.items() if "lora_A" in n)
+
+
+def test_grad_cache_replays_the_same_dropout_masks(tiny_model_dir, tmp_path):
+    """With dropout on, the second (graph-building) pass must see the masks of the first (cached) pass, or the
+    cached gradients belong to other embeddings."""
+    config, sfp, tokenizer = _lora_model(tiny_model_dir, tmp_path, objective="two-pass-dropout", lora_dropout=0.3)
+    config.grad_cache = 4
+    calls = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, batch):
+            out = self.inner(batch)
+            calls.append(out.rep2.detach().clone())
+            return out
+
+    torch.manual_seed(1)
+    ObjectiveStep(config, tokenizer, "cpu", distributed=False).backward(Recording(sfp), SENTENCES[:8])
+    assert len(calls) == 8  # 2 sub-batches x 2 views, cached then replayed
+    for first, replay in zip(calls[:4], calls[4:]):
+        torch.testing.assert_close(first, replay)
+    assert not torch.allclose(calls[0], calls[1])  # the two views do differ (dropout is on)
+
+
+def test_grad_cache_training_follows_the_plain_run(tiny_model_dir, data_file, tmp_path):
+    """Without dropout the random stream plays no part, so a GradCache run is the plain run step for step; with
+    dropout the masks are drawn per sub-batch, so the two runs are equally valid but not equal."""
+    straight, cached = [], []
+    train(_config(tiny_model_dir, data_file, tmp_path / "a", lora_dropout=0.0),
+          callback=lambda s, x: straight.append(x), show_progress=False)  # fmt: skip
+    train(_config(tiny_model_dir, data_file, tmp_path / "b", lora_dropout=0.0, grad_cache=3),
+          callback=lambda s, x: cached.append(x), show_progress=False)  # fmt: skip
+    np.testing.assert_allclose(cached, straight, rtol=1e-4)  # the same run, at 3 rows' activation memory
