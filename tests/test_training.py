@@ -349,12 +349,15 @@ def test_qlora_step_on_gpu(tiny_model_dir, data_file, tmp_path):
 
 def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tmp_path):
     first = tmp_path / "first"
-    first_config = _config(tiny_model_dir, data_file, first, max_steps=4, save_every=10, lora_r=4, lora_alpha=8)
+    first_config = _config(
+        tiny_model_dir, data_file, first, max_steps=4, save_every=10, lora_r=4, lora_alpha=8,
+        query_template="question-sum",
+    )  # fmt: skip
     train(first_config, show_progress=False)
     config = _config(tiny_model_dir, data_file, tmp_path / "second", max_steps=2, save_every=10)
     config = TrainConfig(**{**config.to_dict(), "model": str(first), "template": None})
     assert config.init_adapter == str(first.resolve()) and config.model == str(tiny_model_dir.resolve())
-    assert config.template == "eol-sum"  # taken from the adapter's config
+    assert config.template == "eol-sum" and config.query_template == "question-sum"  # from the adapter's config
     losses = []
     train(config, callback=lambda s, loss: losses.append(loss), show_progress=False)
     fresh = []
@@ -366,6 +369,7 @@ def test_training_continues_from_a_trained_adapter(tiny_model_dir, data_file, tm
     assert losses[0] < fresh[0]  # it starts from the trained weights, not from zero
     saved = json.loads((tmp_path / "second" / "sfp_config.json").read_text())
     assert saved["encoder"]["model"] == str(tiny_model_dir.resolve())
+    assert saved["encoder"]["query_template"] == "question-sum"  # searched as the adapter it continues was
     # the continued adapter keeps its rank, and the saved settings say so (not the defaults)
     assert (saved["training"]["lora_r"], saved["training"]["lora_alpha"]) == (4, 8)
     assert json.loads((tmp_path / "second" / "adapter_config.json").read_text())["r"] == 4

@@ -38,6 +38,8 @@ from .core import USER_ERRORS, fail, main
     help="single-pass: CSE-SFP (Rep2 vs Rep1 of one pass); two-pass-crops: two random crops of each text.",
 )
 @click.option("--template", "-t", default=None, help="Prompt [default: eol-sum; eol for two-pass-dropout/-prompts].")
+@click.option("--query-template", default=None,
+              help="Query prompt saved with the adapter [default: that of the adapter continued from].")  # fmt: skip
 @click.option("--crop-min", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
               help="two-pass-crops: shortest crop, as a share of the text's words.")  # fmt: skip
 @click.option("--crop-max", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,

@@ -37,6 +37,10 @@ class TrainConfig:
     template: str | None = field(
         default=None, metadata={"help": "default: eol-sum (single-pass, two-pass-crops), eol (other two-pass)"}
     )
+    query_template: str | None = field(
+        default=None,
+        metadata={"help": "query prompt recorded for search (default: that of the adapter continued from)"},
+    )
     second_template: str = field(default="sum", metadata={"help": "the positive's template for two-pass-prompts"})
     pooling: str = field(default="rep2", metadata={"help": "pooling recorded for inference"})
     max_text_tokens: int = 32
@@ -92,6 +96,7 @@ class TrainConfig:
             self.init_adapter = self.init_adapter or str(trained.resolve())
             self.model = recorded.model
             self.template = self.template or recorded.template
+            self.query_template = self.query_template or recorded.query_template
             self.pooling = recorded.pooling
         if self.init_adapter:
             self._take_lora_settings(Path(self.init_adapter))
@@ -111,6 +116,8 @@ class TrainConfig:
                 f"single-pass training needs a two-stage template (with {{rep1}}), got {self.template!r}; "
                 "use eol-sum, sth-sum or sth-also-sum"
             )
+        if self.query_template is not None:
+            get_template(self.query_template)
         if self.objective == "two-pass-prompts":
             get_template(self.second_template)
         for name in (

@@ -480,6 +480,7 @@ def _inference_config(config: TrainConfig, adapter: str | None, max_text_tokens:
         model=config.model,
         adapter=adapter,
         template=config.template,
+        query_template=config.query_template,
         pooling=config.pooling,
         max_text_tokens=config.max_text_tokens if max_text_tokens else INFERENCE_MAX_TEXT_TOKENS,
     )
