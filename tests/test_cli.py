@@ -199,6 +199,30 @@ def test_train_cli_trains_and_resumes(tmp_path, tiny_model_dir):
     assert "trained 4 steps" in continued.output
 
 
+def test_train_corpus_uses_the_domain_adaptation_recipe_where_options_are_unset(tmp_path, tiny_model_dir):
+    from sfp_rag.embedding.config import default_model_dir
+    from sfp_rag.training.config import domain_adaptation_defaults
+    from tests.test_training import SENTENCES
+
+    corpus = tmp_path / "beir"
+    corpus.mkdir()
+    docs = [{"_id": str(i), "title": f"doc {i}", "text": " ".join(SENTENCES[i : i + 4])} for i in range(0, 48, 3)]
+    (corpus / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    base = ["train", "--corpus", str(corpus), "--model", str(tiny_model_dir), "--steps", "2", "-b", "8",
+            "--device", "cpu", "--dtype", "float32"]  # fmt: skip
+    runner = CliRunner()
+    result = runner.invoke(main, [*base, "-o", str(tmp_path / "da")])
+    assert result.exit_code == 0, result.output
+    assert "domain adaptation recipe: objective=two-pass-crops" in result.output
+    saved = json.loads((tmp_path / "da" / "sfp_config.json").read_text())["training"]
+    assert (saved["objective"], saved["max_text_tokens"], saved["warmup_steps"]) == ("two-pass-crops", 64, 6)
+    assert (saved["steps"], saved["quantization"]) == (2, "none")  # --steps given: kept
+    result = runner.invoke(main, [*base, "-o", str(tmp_path / "sp"), "--objective", "single-pass"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "sp" / "sfp_config.json").read_text())["training"]["objective"] == "single-pass"
+    assert domain_adaptation_defaults()["model"] == str(default_model_dir())  # starts from the shipped default
+
+
 def test_train_cli_user_errors(tmp_path, tiny_model_dir):
     runner = CliRunner()
     result = runner.invoke(main, ["train", "-o", str(tmp_path / "o")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .core import USER_ERRORS, fail, main
 
@@ -19,7 +20,8 @@ from .core import USER_ERRORS, fail, main
 @click.option(
     "--corpus",
     default=None,
-    help="Domain adaptation: a BEIR folder or a docs folder, split into sentences (instead of --data).",
+    help="Domain adaptation on a BEIR or docs folder (instead of --data): unless set, starts from the shipped default "
+    "with two-pass-crops of its documents, --max-text-tokens 64, --steps 120, --warmup-steps 6, no NF4.",
 )
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Adapter output folder.")
 @click.option(
@@ -102,16 +104,27 @@ def train(data, corpus, output, resume, **options) -> None:
     \b
     Examples:
       sfp-rag train --data ../shared/data/unsup_sentences.txt.gz -o runs/sfp --steps 2000
-      sfp-rag train --corpus ../shared/data/beir/scifact -o runs/scifact-adapted --steps 300
+      sfp-rag train --corpus ./docs -o runs/docs-adapted        # domain adaptation: ~30 min on 2 CPU cores
       sfp-rag train --data sentences.txt -o runs/sfp --resume
     """
-    from ..training.config import TrainConfig
+    from ..training.config import TrainConfig, domain_adaptation_defaults
     from ..training.data import TrainingDataError
     from ..training.trainer import TrainingDiverged
     from ..training.trainer import train as run_training
 
     if bool(data) == bool(corpus):
         raise click.UsageError("give exactly one of --data and --corpus")
+    if corpus:  # the measured domain-adaptation recipe, for every option left at its default
+        ctx = click.get_current_context()
+        recipe = {
+            key: value
+            for key, value in domain_adaptation_defaults().items()
+            if ctx.get_parameter_source(key) is ParameterSource.DEFAULT
+        }
+        options.update(recipe)
+        if recipe:
+            listed = ", ".join(f"{k}={v}" for k, v in recipe.items())
+            click.echo(f"domain adaptation recipe: {listed} (any option overrides)", err=True)
     try:
         config = TrainConfig(data=str(data or corpus), output_dir=str(output), **options)
         result = run_training(config, resume=resume)
