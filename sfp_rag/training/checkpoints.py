@@ -156,7 +156,14 @@ RESUME_KEYS = (
 )  # not grad_cache: it changes memory, not the gradient, so a resume may raise or lower it
 
 
-_RUN_FILES = (CONFIG_NAME, "train_log.jsonl", "checkpoints", "adapter_config.json", "adapter_model.safetensors")
+_RUN_FILES = (
+    CONFIG_NAME,
+    "train_log.jsonl",
+    "checkpoints",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "topics.npy",  # sampling.TOPICS_NAME: written before the first step of a topic-batch run
+)
 
 
 def check_output_dir(output: Path, config) -> None:

@@ -277,7 +277,7 @@ def train(
     model, tokenizer, quantization = _model_with_fallback(config, device)
     autocast = resolve_train_autocast(config.dtype, device)
     sfp = SFPModel(model)
-    order = _batch_order(texts, config, sfp, tokenizer, device, output, dist)
+    order = _batch_order(texts, config, sfp, tokenizer, device, output, dist, resume)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_scheduler(
@@ -400,14 +400,14 @@ def train(
     return TrainResult(str(output), config.max_steps, last, seconds, best)
 
 
-def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: str, output: Path, dist):
+def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: str, output: Path, dist, resume):
     """Random batches, or (``topic_clusters``) TAS-B batches from k-means clusters of the starting model's
     embeddings of the texts; the clusters are computed once (rank 0) and saved with the run for resumes."""
     if not config.topic_clusters:
         return BatchOrder(len(texts), config.batch_size, config.seed)
     from ..embedding.encoder import SFPEncoder
 
-    labels = load_topics(output, len(texts))
+    labels = load_topics(output, len(texts)) if resume else None  # a new run clusters afresh
     if labels is None and (dist is None or dist.get_rank() == 0):
         t0 = time.perf_counter()
         encoder = SFPEncoder(sfp, tokenizer, _inference_config(config, adapter=None, max_text_tokens=True), device)
