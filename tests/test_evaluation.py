@@ -166,6 +166,9 @@ def test_evaluate_beir_with_bm25_and_hybrid(tmp_path, tiny_encoder, monkeypatch)
     assert set(result["scores"]) == {"tiny", "BM25", "tiny+bm25"}
     assert result["scores"]["BM25"]["MRR@10"] > 60  # lexical overlap makes these queries easy for BM25
     assert result["kind"] == "beir" and result["queries"] == 3
+    from sfp_rag.retrieval.fusion import DEFAULT_ALPHA
+
+    assert result["fusion"] == {"method": "convex", "alpha": DEFAULT_ALPHA}  # the weight used, not "default"
 
 
 # --- semantic space -----------------------------------------------------------------------------------------------

@@ -300,8 +300,15 @@ def evaluate_beir(
         "stats": stats,
         "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "max_chunks": max_chunks},
         "max_queries": max_queries,
-        "fusion": {"method": fusion, "alpha": alpha} if hybrid else None,
+        "fusion": {"method": fusion, "alpha": _resolved_alpha(fusion, alpha)} if hybrid else None,
     }
+
+
+def _resolved_alpha(fusion: str, alpha: float | None) -> float | None:
+    """The dense weight a convex fusion used (None means the tuned default at the time: record its value)."""
+    from ..retrieval.fusion import DEFAULT_ALPHA
+
+    return (DEFAULT_ALPHA if alpha is None else alpha) if fusion == "convex" else None
 
 
 def format_beir_table(scores: dict[str, dict[str, float]]) -> str:
