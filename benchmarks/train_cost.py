@@ -94,6 +94,19 @@ def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -
     return out
 
 
+def _ratios(a: dict, b: dict) -> dict[str, float]:
+    """Variant ``a`` over variant ``b``: step time, peak memory (CUDA where measured, else RSS), tokens per step, and
+    the memory above the loaded model."""
+    mem_key = "peak_cuda_gib" if "peak_cuda_gib" in a else "peak_rss_gib"
+    return {
+        "step_time": a["step_s"] / b["step_s"],
+        "peak_memory": a[mem_key] / b[mem_key],
+        "tokens": a["tokens_per_step"] / b["tokens_per_step"],
+        "training_memory": (a["peak_rss_gib"] - a["rss_after_load_gib"])
+        / (b["peak_rss_gib"] - b["rss_after_load_gib"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma3-270m")
@@ -135,14 +148,7 @@ def main() -> None:
     ratios = {}
     for name, r in results.items():
         if single and name != "single-pass" and not r["grad_cache"]:
-            mem_key = "peak_cuda_gib" if "peak_cuda_gib" in r else "peak_rss_gib"
-            ratios[name] = {
-                "step_time": single["step_s"] / r["step_s"],
-                "peak_memory": single[mem_key] / r[mem_key],
-                "tokens": single["tokens_per_step"] / r["tokens_per_step"],
-                "training_memory": (single["peak_rss_gib"] - single["rss_after_load_gib"])
-                / (r["peak_rss_gib"] - r["rss_after_load_gib"]),
-            }
+            ratios[name] = _ratios(single, r)
             print(
                 f"single-pass / {name}: time {ratios[name]['step_time']:.2f}, peak memory "
                 f"{ratios[name]['peak_memory']:.2f}, memory above the loaded model "
@@ -151,13 +157,7 @@ def main() -> None:
     for name, r in results.items():
         plain = results.get(r["objective"])
         if r["grad_cache"] and plain:
-            mem_key = "peak_cuda_gib" if "peak_cuda_gib" in r else "peak_rss_gib"
-            ratios[name] = {
-                "step_time_vs_plain": r["step_s"] / plain["step_s"],
-                "peak_memory_vs_plain": r[mem_key] / plain[mem_key],
-                "training_memory_vs_plain": (r["peak_rss_gib"] - r["rss_after_load_gib"])
-                / (plain["peak_rss_gib"] - plain["rss_after_load_gib"]),
-            }
+            ratios[name] = {f"{k}_vs_plain": v for k, v in _ratios(r, plain).items() if k != "tokens"}
             print(
                 f"{name} / {r['objective']}: time {ratios[name]['step_time_vs_plain']:.2f}, peak memory "
                 f"{ratios[name]['peak_memory_vs_plain']:.2f}, memory above the loaded model "
