@@ -194,9 +194,15 @@ def test_train_cli_trains_and_resumes(tmp_path, tiny_model_dir):
     # ... it is continued from its adapter, with a new schedule, as the message says
     more = [*args[:9], "4", *args[10:]]
     more[more.index("--model") + 1], more[more.index("-o") + 1] = str(tmp_path / "out"), str(tmp_path / "more")
-    continued = runner.invoke(main, more)
+    continued = runner.invoke(main, [*more, "--keep-checkpoints", "4"])
     assert continued.exit_code == 0, continued.output
     assert "trained 4 steps" in continued.output
+    steps = sorted(p.name for p in (tmp_path / "more" / "checkpoints").iterdir())
+    assert steps == ["step-1", "step-2", "step-3", "step-4"]
+    # a checkpoint is an adapter: a run can continue from one (or index, query, evaluate with it)
+    more[more.index("--model") + 1] = str(tmp_path / "more" / "checkpoints" / "step-2")
+    more[more.index("-o") + 1] = str(tmp_path / "from-checkpoint")
+    assert runner.invoke(main, more).exit_code == 0
 
 
 def test_train_corpus_uses_the_domain_adaptation_recipe_where_options_are_unset(tmp_path, tiny_model_dir):

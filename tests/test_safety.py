@@ -152,7 +152,8 @@ def test_resume_never_unpickles_and_refuses_old_pickled_checkpoints(tmp_path, ti
     assert result.exit_code == 0, result.output
     step = tmp_path / "run" / "checkpoints" / "step-2"
     assert sorted(p.name for p in step.iterdir()) == [
-        "adapter.safetensors", "state.json", "trainer.json", "trainer.safetensors"
+        "adapter_config.json", "adapter_model.safetensors", "sfp_config.json", "state.json", "trainer.json",
+        "trainer.safetensors",
     ]  # fmt: skip
     run = json.loads((step / "state.json").read_text())["run"]
     run["max_steps"] = 3  # pretend it was interrupted on the way to 3 steps

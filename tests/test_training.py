@@ -113,6 +113,38 @@ def test_output_is_an_adapter_the_encoder_loads(tiny_model_dir, data_file, tmp_p
     assert len(list((out / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
 
 
+def test_every_checkpoint_is_an_adapter_the_encoder_loads(tiny_model_dir, data_file, tmp_path):
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    out = tmp_path / "out"
+    train(_config(tiny_model_dir, data_file, out), show_progress=False)
+    texts = SENTENCES[:3]
+
+    def encode(path):
+        return SFPEncoder.from_pretrained(str(path), device="cpu", dtype="float32").encode(texts)
+
+    final, mid = out / "checkpoints" / "step-6", out / "checkpoints" / "step-3"
+    np.testing.assert_allclose(encode(final), encode(out), atol=1e-6)  # the last checkpoint is the final adapter
+    assert not np.allclose(encode(mid), encode(out), atol=1e-4)  # an earlier one is its own model
+    saved = json.loads((mid / "sfp_config.json").read_text())
+    assert saved["encoder"]["template"] == "eol-sum" and saved["training"]["checkpoint_step"] == 3
+    # a checkpoint written before checkpoints were adapters (weights as adapter.safetensors) still resumes
+    config = _config(tiny_model_dir, data_file, tmp_path / "old", max_steps=6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callback=lambda s, loss: _interrupt_at(s, 4), show_progress=False)
+    step3 = tmp_path / "old" / "checkpoints" / "step-3"
+    (step3 / "adapter_model.safetensors").rename(step3 / "adapter.safetensors")
+    for name in ("adapter_config.json", "sfp_config.json"):
+        (step3 / name).unlink()
+    train(config, resume=True, show_progress=False)
+    np.testing.assert_allclose(encode(tmp_path / "old"), encode(out), atol=1e-5)  # the same run, resumed
+
+
+def _interrupt_at(step: int, at: int) -> None:
+    if step == at:
+        raise KeyboardInterrupt
+
+
 def test_resume_continues_the_same_loss_curve(tiny_model_dir, data_file, tmp_path):
     straight = []
     train(

@@ -84,6 +84,9 @@ from .core import USER_ERRORS, fail, main
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), default=2, show_default=True,
+              help="How many of the newest checkpoints to keep; each is an adapter (--model RUN/checkpoints/"
+                   "step-N), so keep more to pick one on tuning data.")  # fmt: skip
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
     "--eval-every",

@@ -1,8 +1,10 @@
 """The state of a training run on disk: checkpoints, the adapter it produces, and its JSONL log.
 
 A checkpoint (``checkpoints/step-N``) holds the adapter weights, the optimizer and scheduler state and the RNG state,
-so that ``--resume`` continues with exactly the steps an uninterrupted run would take. It is written into a
-temporary folder and renamed; ``state.json``, written last, marks it complete.
+so that ``--resume`` continues with exactly the steps an uninterrupted run would take. It is also an adapter folder
+like the run's final output (PEFT's files plus ``sfp_config.json``), so any checkpoint can be evaluated or used as a
+model (``--model RUN/checkpoints/step-N``) to pick the best one on tuning data. It is written into a temporary folder
+and renamed; ``state.json``, written last, marks it complete.
 
 Nothing in a run folder is unpickled: tensors are stored in safetensors files and everything else as JSON, so a run
 folder from someone else is data, never code (a pickle, the format of PyTorch's own checkpoint files, can run
@@ -43,9 +45,25 @@ _TRAINER_TENSORS = "trainer.safetensors"
 _TRAINER_STATE = "trainer.json"
 
 
-def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra: dict[str, Any], keep: int) -> Path:
-    """Write ``checkpoints/step-N`` atomically (temporary folder, then rename); keep the newest ``keep``."""
-    from peft import get_peft_model_state_dict
+_ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's name: a checkpoint loads as an adapter
+_OLD_ADAPTER_WEIGHTS = "adapter.safetensors"  # checkpoints written before they were adapter folders
+
+
+def save_checkpoint(
+    output: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    extra: dict[str, Any],
+    keep: int,
+    encoder: EncoderConfig,
+    training: dict[str, Any],
+) -> Path:
+    """Write ``checkpoints/step-N`` atomically (temporary folder, then rename); keep the newest ``keep``.
+
+    ``encoder`` and ``training`` are the ``sfp_config.json`` sections the run's final adapter gets, so the checkpoint
+    is a loadable adapter too."""
     from safetensors.torch import save_file
 
     root = _checkpoint_dir(output)
@@ -53,8 +71,9 @@ def save_checkpoint(output: Path, step: int, model, optimizer, scheduler, extra:
     tmp = root / f".step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, str(tmp / "adapter.safetensors"))
+    model.save_pretrained(str(tmp))  # adapter_model.safetensors + adapter_config.json
+    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's placeholder model card
+    save_config(tmp, encoder, training={**training, "checkpoint_step": step})
     tensors, meta = _trainer_state(optimizer, scheduler)
     save_file(tensors, str(tmp / _TRAINER_TENSORS))
     atomic_write_json(tmp / _TRAINER_STATE, meta)
@@ -102,8 +121,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
             f"{path} was written by an older sfp_rag (trainer.pt, a pickle); it is not loaded, since a pickle can run "
             "code. Continue from its adapter instead: sfp-rag train --model <run dir> ... (a new schedule)"
         )
+    weights = path / _ADAPTER_WEIGHTS
+    if not weights.exists() and (path / _OLD_ADAPTER_WEIGHTS).exists():
+        weights = path / _OLD_ADAPTER_WEIGHTS
     try:
-        set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors")))
+        set_peft_model_state_dict(model, load_file(str(weights)))
         tensors = load_file(str(path / _TRAINER_TENSORS))
         meta = json.loads((path / _TRAINER_STATE).read_text(encoding="utf-8"))
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))

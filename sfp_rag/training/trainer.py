@@ -374,6 +374,8 @@ def train(
                 scheduler,
                 {"loss": step_value, "best_dev": best, "run": run_settings(config)},
                 config.keep_checkpoints,
+                _inference_config(config, adapter=None),
+                {**config.to_dict(), "step": step, "loss": step_value},
             )
         if dist:
             dist.barrier()
