@@ -128,6 +128,9 @@ def test_every_checkpoint_is_an_adapter_the_encoder_loads(tiny_model_dir, data_f
     assert not np.allclose(encode(mid), encode(out), atol=1e-4)  # an earlier one is its own model
     saved = json.loads((mid / "sfp_config.json").read_text())
     assert saved["encoder"]["template"] == "eol-sum" and saved["training"]["checkpoint_step"] == 3
+    (mid / "adapter_model.safetensors").unlink()  # an incompletely copied adapter is named as such
+    with pytest.raises(FileNotFoundError, match="adapter_config.json but no weights"):
+        SFPEncoder.from_pretrained(str(mid), device="cpu", dtype="float32")
     # a checkpoint written before checkpoints were adapters (weights as adapter.safetensors) still resumes
     config = _config(tiny_model_dir, data_file, tmp_path / "old", max_steps=6)
     with pytest.raises(KeyboardInterrupt):

@@ -116,6 +116,8 @@ class SFPEncoder:
         config = resolve_config(model, **overrides)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
+        if config.adapter:
+            check_adapter_dir(config.adapter)
         merge = bool(config.adapter) and not config.load_in_4bit
         weights = merged_weights(config, dtype) if merge and dtype != torch.float32 else None
         backbone, tokenizer = load_backbone(
@@ -366,15 +368,32 @@ def _canonical_model(model: str) -> str:
     return str(Path(model).expanduser().resolve())
 
 
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_adapter_dir(adapter: str | Path) -> Path:
+    """``adapter`` as a Path, or ``FileNotFoundError`` saying what a PEFT adapter folder lacks (PEFT itself would
+    take a local folder without weights for a hub id and fail with a message about repository names)."""
+    path = Path(adapter).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter {path} is not a folder; pass the directory `sfp-rag train` wrote")
+    if not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(f"adapter {path} has no adapter_config.json; pass the directory `sfp-rag train` wrote")
+    if not any((path / name).exists() for name in _ADAPTER_WEIGHTS):
+        raise FileNotFoundError(
+            f"adapter {path} has adapter_config.json but no weights ({_ADAPTER_WEIGHTS[0]}): the folder is "
+            "incomplete; copy it again from the run, or pass the run folder or one of its checkpoints/step-N"
+        )
+    return path
+
+
 def attach_adapter(backbone: nn.Module, adapter: str | Path, merge: bool = True) -> nn.Module:
     """Load a PEFT adapter onto ``backbone``; merge it into the weights for inference when possible."""
     require("peft", "Loading an adapter", "pip install peft")
     with quiet_third_party():  # peft imports bitsandbytes, which has notices of its own on CPU
         from peft import PeftModel
 
-    path = Path(adapter)
-    if not (path / "adapter_config.json").exists():
-        raise FileNotFoundError(f"adapter {path} has no adapter_config.json; pass the directory `sfp-rag train` wrote")
+    path = check_adapter_dir(adapter)
     model = PeftModel.from_pretrained(backbone, str(path))
     return model.merge_and_unload() if merge else model
 
@@ -408,7 +427,7 @@ def _adapter_digest(adapter: str | None) -> str | None:
     if not adapter:
         return None
     h = hashlib.sha256()
-    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+    for name in _ADAPTER_WEIGHTS:
         p = Path(adapter) / name
         if p.exists():
             with open(p, "rb") as f:
