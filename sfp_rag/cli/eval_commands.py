@@ -114,7 +114,10 @@ def eval_sts(
 @click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (as `query` does by default).")
 @click.option("--fusion", type=click.Choice(["convex", "rrf"]), default="convex", show_default=True)
 @click.option(
-    "--alpha", type=click.FloatRange(0, 1), default=None, help="Dense weight of convex fusion [default: 0.4, tuned]."
+    "--alpha",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Dense weight of convex fusion [default: 0.3, tuned].",
 )
 @max_chunks_option
 @max_queries_option

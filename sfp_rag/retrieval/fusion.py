@@ -26,7 +26,7 @@ RRF_K = 60
 DEFAULT_DEPTH = 100
 FUSIONS = ("convex", "rrf")
 DEFAULT_FUSION = "convex"
-DEFAULT_ALPHA = 0.4  # weight of the dense ranking; chosen on NFCorpus train for the default model (module docstring)
+DEFAULT_ALPHA = 0.3  # weight of the dense ranking; chosen on NFCorpus train for the default model (module docstring)
 
 
 def check_fusion(fusion: str, alpha: float) -> None:
