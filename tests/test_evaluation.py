@@ -224,6 +224,12 @@ def test_report_builds_markdown_and_plots(tmp_path):
         )
     )
     (res / "other.json").write_text(json.dumps({"not": "ours"}))
+    dev = {"STSBenchmark-dev": 79.5, "SICKRelatedness-dev": 73.0, "avg": 76.25}  # tuning data: its own table
+    (res / "e.json").write_text(json.dumps({"kind": "sts", "label": "candidate", "scores": dev}))
+    (res / "train_log_crops.jsonl").write_text(
+        json.dumps({"step": 1, "loss": 0.5, "examples_per_s": 2.0})
+    )  # a log named for its run
+    (res / "train_config_crops.json").write_text(json.dumps({"training": {"objective": "two-pass-crops"}}))
     log = tmp_path / "run1" / "train_log.jsonl"
     log.parent.mkdir()
     records = [{"step": s, "loss": 2 / s, "examples_per_s": 3.0} for s in (1, 2, 3)] + [{"step": 3, "stsb_dev": 71.5}]
@@ -238,8 +244,12 @@ def test_report_builds_markdown_and_plots(tmp_path):
         "## Training",
         "run1",
         "71.50 (3)",
+        "| crops | two-pass-crops |",
     ):
         assert needle in md
+    test_table, dev_table = md.split("## BEIR")[0].split("### Tuning data (dev splits)")
+    assert "| STS12 | STS-B | Avg. |" in test_table and "candidate" not in test_table
+    assert "| candidate | 79.50 | 73.00 | 76.25 |" in dev_table and "zero-shot" not in dev_table
     for png in ("sts.png", "alignment_uniformity.png", "loss.png", "beir.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     with pytest.raises(ValueError, match=r"other.json is not a result file \(kind None\)"):

@@ -57,7 +57,8 @@ def _read_result(f: Path) -> tuple[str, dict[str, Any]]:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
             if not records or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in records):
                 raise ValueError("its lines are not training-log records with a 'step'")
-            return "train", {"label": f.parent.name, "records": records, "path": str(f)}
+            label = f.stem[len("train_log_") :] if f.stem.startswith("train_log_") else f.parent.name
+            return "train", {"label": label, "records": records, "path": str(f)}  # train_log_NAME.jsonl: NAME
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{f} is not a result file: not valid JSON ({err}); {_NOT_A_RESULT}") from None
@@ -110,8 +111,14 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
 
     from .sts import format_table
 
-    rows = {r["label"]: r["scores"] for r in results}
-    tasks = [t for t in next(iter(rows.values())) if t != "avg"] + ["avg"]
+    # dev-split results (tuning data: STS-B dev, SICK trial) get a table of their own, never columns of "-" beside
+    # the test tasks
+    dev = [r for r in results if all(t.endswith("-dev") or t == "avg" for t in r["scores"])]
+    tuning = ["### Tuning data (dev splits)", "", format_table(*_sts_rows(dev)), ""] if dev else []
+    results = [r for r in results if not any(r is d for d in dev)]
+    if not results:
+        return ["## STS (Spearman x100)", "", *tuning]
+    rows, tasks = _sts_rows(results)
     fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.8 / len(rows)
     for i, (label, scores) in enumerate(rows.items()):
@@ -130,7 +137,14 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out_dir / "sts.png", dpi=120)
     plt.close(fig)
-    return ["## STS (Spearman x100)", "", format_table(rows, tasks), "", "![STS](sts.png)", ""]
+    return ["## STS (Spearman x100)", "", format_table(rows, tasks), "", "![STS](sts.png)", "", *tuning]
+
+
+def _sts_rows(results: list[dict]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """One row per result; the columns are every task any of them has (first-seen order), then the average."""
+    rows = {r["label"]: r["scores"] for r in results}
+    tasks = list(dict.fromkeys(t for scores in rows.values() for t in scores if t != "avg"))
+    return rows, tasks + ["avg"]
 
 
 def _beir_section(results: list[dict], out_dir: Path) -> list[str]:
@@ -265,10 +279,15 @@ def _train_section(logs: list[dict], out_dir: Path) -> list[str]:
 
 
 def _objective(log: dict) -> str:
-    """The objective of a run: from the sfp_config.json next to its log, else its folder name."""
-    config = Path(log["path"]).parent / "sfp_config.json"
+    """The objective of a run: from the sfp_config.json next to its log (``train_config_NAME.json`` beside a
+    ``train_log_NAME.jsonl``), else its folder name."""
+    path = Path(log["path"])
+    stem = path.stem[len("train_log_") :] if path.stem.startswith("train_log_") else None
+    config = path.parent / (f"train_config_{stem}.json" if stem else "sfp_config.json")
     try:
-        return json.loads(config.read_text(encoding="utf-8"))["training"]["objective"]
-    except (OSError, ValueError, KeyError, TypeError):
-        name = Path(log["path"]).parent.name
-        return next((o for o in ("two-pass-dropout", "two-pass-prompts", "single-pass") if o in name), name)
+        data = json.loads(config.read_text(encoding="utf-8"))
+        return data.get("training", data)["objective"]  # an sfp_config.json, or its bare training section
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        name = path.parent.name
+        known = ("two-pass-dropout", "two-pass-prompts", "two-pass-crops", "single-pass")
+        return next((o for o in known if o in name), name)
