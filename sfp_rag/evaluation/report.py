@@ -186,10 +186,11 @@ def _beir_plot(scores: dict[str, dict[str, dict[str, float]]], path: Path) -> No
     systems = list(dict.fromkeys(s for d in datasets for s in scores[d] if not _is_reference(s)))
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(len(systems), 1)
+    palette = plt.get_cmap("tab20" if len(systems) > 10 else "tab10")  # no two systems share a colour (up to 20)
     for i, system in enumerate(systems):
         xs = [j + i * width for j, d in enumerate(datasets) if system in scores[d]]
         ys = [scores[d][system]["nDCG@10"] for d in datasets if system in scores[d]]
-        ax.bar(xs, ys, width, label=system)
+        ax.bar(xs, ys, width, label=system, color=palette(i % palette.N))
     styles = {"BM25": ("black", "--"), "MiniLM": ("tab:gray", ":")}
     for j, d in enumerate(datasets):
         for label, value in scores[d].items():
