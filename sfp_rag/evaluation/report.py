@@ -57,8 +57,7 @@ def _read_result(f: Path) -> tuple[str, dict[str, Any]]:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
             if not records or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in records):
                 raise ValueError("its lines are not training-log records with a 'step'")
-            label = f.stem[len("train_log_") :] if f.stem.startswith("train_log_") else f.parent.name
-            return "train", {"label": label, "records": records, "path": str(f)}  # train_log_NAME.jsonl: NAME
+            return "train", {"label": _run_name(f) or f.parent.name, "records": records, "path": str(f)}
         data = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{f} is not a result file: not valid JSON ({err}); {_NOT_A_RESULT}") from None
@@ -279,12 +278,19 @@ def _train_section(logs: list[dict], out_dir: Path) -> list[str]:
     return lines + ["", "![training loss per objective and STS-B dev](loss.png)", ""]
 
 
+def _run_name(log_path: Path) -> str | None:
+    """NAME of a ``train_log_NAME.jsonl`` (logs collected beside each other, as in ``benchmarks/results/ablation``);
+    None for a run folder's own ``train_log.jsonl``."""
+    prefix = "train_log_"
+    return log_path.stem[len(prefix) :] if log_path.stem.startswith(prefix) else None
+
+
 def _objective(log: dict) -> str:
     """The objective of a run: from the sfp_config.json next to its log (``train_config_NAME.json`` beside a
     ``train_log_NAME.jsonl``), else its folder name."""
     path = Path(log["path"])
-    stem = path.stem[len("train_log_") :] if path.stem.startswith("train_log_") else None
-    config = path.parent / (f"train_config_{stem}.json" if stem else "sfp_config.json")
+    run = _run_name(path)
+    config = path.parent / (f"train_config_{run}.json" if run else "sfp_config.json")
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
         return data.get("training", data)["objective"]  # an sfp_config.json, or its bare training section

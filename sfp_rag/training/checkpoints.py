@@ -71,9 +71,7 @@ def save_checkpoint(
     tmp = root / f".step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(str(tmp))  # adapter_model.safetensors + adapter_config.json
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's placeholder model card
-    save_config(tmp, encoder, training={**training, "checkpoint_step": step})
+    _write_adapter_files(model, tmp, encoder, {**training, "checkpoint_step": step})
     tensors, meta = _trainer_state(optimizer, scheduler)
     save_file(tensors, str(tmp / _TRAINER_TENSORS))
     atomic_write_json(tmp / _TRAINER_STATE, meta)
@@ -245,12 +243,18 @@ def save_adapter(model, directory: Path, encoder: EncoderConfig, training: dict[
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's placeholder model card; ours is written separately
-    save_config(tmp, encoder, training=training)
+    _write_adapter_files(model, tmp, encoder, training)
     for f in tmp.iterdir():
         os.replace(f, directory / f.name)
     tmp.rmdir()
+
+
+def _write_adapter_files(model, directory: Path, encoder: EncoderConfig, training: dict[str, Any]) -> None:
+    """PEFT's adapter_model.safetensors + adapter_config.json and our sfp_config.json: a folder that loads as a model
+    (the run's adapter, and every checkpoint)."""
+    model.save_pretrained(str(directory))
+    (directory / "README.md").unlink(missing_ok=True)  # PEFT's placeholder model card; ours is written separately
+    save_config(directory, encoder, training=training)
 
 
 def promote_best(output: Path, summary: dict[str, Any]) -> None:
