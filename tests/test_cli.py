@@ -18,10 +18,12 @@ def test_help_and_version():
 
 
 def test_help_states_the_tuned_fusion_weight():
-    from sfp_rag.retrieval.fusion import DEFAULT_ALPHA
+    from sfp_rag.retrieval.fusion import DEFAULT_ALPHAS, FUSIONS
 
     text = " ".join(CliRunner().invoke(main, ["eval", "beir", "--help"]).output.split())
-    assert f"[default: {DEFAULT_ALPHA}, tuned]" in text  # the help's literal follows the constant
+    literal = ", ".join(f"{DEFAULT_ALPHAS[f]} {f}" for f in DEFAULT_ALPHAS)
+    assert f"[default: {literal}; tuned]" in text  # the help's literal follows the constants
+    assert "[" + "|".join(FUSIONS) + "]" in text
 
 
 def test_models_lists_builtins():

@@ -103,12 +103,26 @@ def test_fusion_equals_reference_rrf():
     assert list(fused)[0] == "d3"
 
 
-def test_fusion_convex_is_the_default_and_matches_the_index_path():
+def test_fusion_minmax_matches_the_index_path():
     a = {"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1}}
     b = {"q": {"d3": 12.0, "d4": 3.0}}
-    fused = fuse(a, b, alpha=0.25)["q"]  # dense scaled: d1 1, d2 0.5, d3 0; bm25 scaled: d3 1, d4 0
+    fused = fuse(a, b, fusion="minmax", alpha=0.25)["q"]  # dense scaled: d1 1, d2 0.5, d3 0; bm25: d3 1, d4 0
     assert fused == pytest.approx({"d1": 0.25, "d2": 0.125, "d3": 0.75, "d4": 0.0})
     assert list(fused) == ["d3", "d1", "d2", "d4"]
+
+
+def test_fusion_convex_is_the_default_and_looks_up_the_cosines_past_the_depth():
+    # d4 is BM25's candidate only: its cosine (0.3) comes after the dense run's first `depth` documents
+    a = {"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1, "d4": 0.3}}
+    b = {"q": {"d3": 12.0, "d4": 3.0}}
+    fused = fuse(a, b, depth=3, alpha=0.5)["q"]
+    ref = {d: 0.5 * (c + 1) / 1.9 + 0.5 * b["q"].get(d, 0.0) / 12.0 for d, c in a["q"].items()}
+    top3 = sorted(ref, key=lambda d: -ref[d])[:3]  # the fused run is cut at the depth too
+    assert list(fused) == top3 and fused == pytest.approx({d: ref[d] for d in top3})
+    assert "d4" in fused  # d4 (cosine 0.3, BM25 3) beats d2 (cosine 0.5, no BM25)
+    # without the lookup d4 would get the lowest cosine of the candidates (0.1)
+    short = fuse({"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1}}, b, depth=3, alpha=0.5)["q"]
+    assert short["d4"] == pytest.approx(0.5 * 1.1 / 1.9 + 0.5 * 3 / 12)
 
 
 # --- dense runs through the index path -------------------------------------------------------------------------
@@ -133,6 +147,11 @@ def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
         best = {d: max(float(s) for s, o in zip(sims, owners) if o == d) for d in data.corpus}
         assert run[q] == pytest.approx(best, abs=1e-4)
         assert list(run[q]) == sorted(best, key=lambda d: -best[d])
+    # `also`: past its top `depth`, the run scores the documents asked for exactly (BM25's candidates for fusion)
+    also = {q: ["nope"] + list(data.corpus)[::-1] for q in data.queries}
+    deep, _ = dense_run(tiny_encoder, data, chunk_size=32, chunk_overlap=0, depth=2, also=also, show_progress=False)
+    for q in data.queries:
+        assert list(deep[q])[:2] == list(run[q])[:2] and deep[q] == pytest.approx(run[q], abs=1e-4)
 
 
 def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_encoder, monkeypatch):
@@ -169,6 +188,12 @@ def test_evaluate_beir_with_bm25_and_hybrid(tmp_path, tiny_encoder, monkeypatch)
     from sfp_rag.retrieval.fusion import DEFAULT_ALPHA
 
     assert result["fusion"] == {"method": "convex", "alpha": DEFAULT_ALPHA}  # the weight used, not "default"
+    assert list(result["scores"]) == ["tiny", "BM25", "tiny+bm25"]  # systems in the order given, then hybrids
+    rrf = evaluate_beir(
+        make_beir(tmp_path / "b"), {"tiny": tiny_encoder}, hybrid=["tiny"], chunk_size=64, fusion="rrf"
+    )
+    assert list(rrf["scores"]) == ["tiny", "BM25", "tiny+bm25"] and rrf["fusion"] == {"method": "rrf", "alpha": None}
+    assert rrf["scores"]["tiny"] == result["scores"]["tiny"]  # the looked-up cosines never change the dense run
 
 
 # --- semantic space -----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sfp_rag.retrieval.faiss_index import FaissIndex, brute_force_search, min_training_vectors
-from sfp_rag.retrieval.fusion import check_fusion, convex_fuse, fuse_scores, rrf_fuse
+from sfp_rag.retrieval.fusion import check_fusion, convex_fuse, fuse_scores, minmax_fuse, resolve_alpha, rrf_fuse
 
 
 def _unit(rng, n, d):
@@ -94,7 +94,7 @@ def test_rrf_equals_a_reference_computed_by_hand():
     assert [d for d, _ in by_id] == [1, 3, 4, 2]
 
 
-def test_convex_fusion_equals_a_brute_force_reference():
+def test_minmax_fusion_equals_a_brute_force_reference():
     rng = np.random.default_rng(0)
     for _ in range(20):
         dense = {int(i): float(s) for i, s in zip(rng.choice(30, 10, replace=False), rng.uniform(-1, 1, 10))}
@@ -109,13 +109,50 @@ def test_convex_fusion_equals_a_brute_force_reference():
                 else 0
             )
             ref[d] = alpha * nd + (1 - alpha) * ns
-        fused = convex_fuse(dense, sparse, alpha)
+        fused = minmax_fuse(dense, sparse, alpha)
         assert dict(fused) == pytest.approx(ref)
         assert [s for _, s in fused] == sorted(ref.values(), reverse=True)
+        assert fuse_scores(dense, sparse, "minmax", alpha) == fused
     # the two ends are the single rankings
     dense, sparse = {1: 0.9, 2: 0.5, 3: 0.1}, {3: 9.0, 2: 1.0}
+    assert [d for d, _ in minmax_fuse(dense, sparse, 1.0)] == [1, 2, 3]
+    assert [d for d, _ in minmax_fuse(dense, sparse, 0.0)][0] == 3
+
+
+def test_convex_fusion_equals_a_brute_force_reference():
+    """TM2C2: cosines shifted by their floor (-1) and BM25 scores each divided by the query's best; a BM25-only
+    candidate takes its looked-up cosine, or the lowest retrieved one; a dense-only candidate BM25's floor, 0."""
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        cosines = {d: float(c) for d, c in enumerate(rng.uniform(-1, 1, 30))}  # every document's true cosine
+        top_dense = sorted(cosines, key=lambda d: -cosines[d])[:10]
+        dense = {d: cosines[d] for d in top_dense}
+        sparse = {int(i): float(s) for i, s in zip(rng.choice(30, 8, replace=False), rng.uniform(0.1, 20, 8))}
+        lookup = {d: cosines[d] for d in sparse if d not in dense} if trial % 2 else None
+        alpha = float(rng.uniform())
+        best_cos, best_bm25, floor = max(dense.values()), max(sparse.values()), min(dense.values())
+        ref = {}
+        for d in set(dense) | set(sparse):
+            cos = cosines[d] if d in dense or lookup is not None else floor
+            ref[d] = alpha * (cos + 1) / (best_cos + 1) + (1 - alpha) * sparse.get(d, 0.0) / best_bm25
+        fused = convex_fuse(dense, sparse, alpha, lookup)
+        assert dict(fused) == pytest.approx(ref)
+        assert [s for _, s in fused] == pytest.approx(sorted(ref.values(), reverse=True))
+        assert fuse_scores(dense, sparse, "convex", alpha, lookup) == fused
+    dense, sparse = {1: 0.9, 2: 0.5, 3: 0.1}, {3: 9.0, 2: 1.0}
     assert [d for d, _ in convex_fuse(dense, sparse, 1.0)] == [1, 2, 3]
-    assert [d for d, _ in convex_fuse(dense, sparse, 0.0)][0] == 3
+    assert [d for d, _ in convex_fuse(dense, sparse, 0.0)] == [3, 2, 1]
+    # a lexical match the dense search missed keeps its own cosine, not the floor of the dense list
+    assert dict(convex_fuse({1: 0.9, 2: 0.8}, {3: 5.0}, 0.5, {3: 0.85}))[3] == pytest.approx(0.5 * 1.85 / 1.9 + 0.5)
+    assert dict(convex_fuse({1: 0.9, 2: 0.8}, {3: 5.0}, 0.5))[3] == pytest.approx(0.5 * 1.8 / 1.9 + 0.5)
+    # one side empty: the other decides alone, scores stay in [0, 1]
+    assert convex_fuse({}, {4: 2.0, 5: 1.0}, 0.75) == [(4, 0.25), (5, 0.125)]
+    assert [d for d, _ in convex_fuse({1: 0.2, 2: 0.4}, {}, 0.75)] == [2, 1]
+
+
+def test_fusion_checks_and_tuned_weights():
+    assert resolve_alpha("convex", None) == 0.75 and resolve_alpha("minmax", None) == 0.3
+    assert resolve_alpha("convex", 0.2) == 0.2 and resolve_alpha("rrf", None) is None
     with pytest.raises(ValueError, match="alpha"):
         check_fusion("convex", 1.5)
     with pytest.raises(ValueError, match="fusion must be one of"):

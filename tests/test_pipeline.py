@@ -249,6 +249,37 @@ def test_approximate_index_type_and_hybrid(docs, encoder, tmp_path):
         Searcher(Collection.open(tmp_path / "dense-only"), encoder).search("x", mode="hybrid")
 
 
+def test_hybrid_search_equals_a_brute_force_tm2c2_reference(docs, encoder, tmp_path):
+    """Index path, with a depth below the corpus size so BM25 finds chunks the dense search does not: every
+    candidate is fused with its exact cosine from the stored vectors, a dense-only one with BM25 score 0."""
+    from sfp_rag.retrieval.fusion import hybrid_search
+
+    (docs / "more.txt").write_text("Cats and dogs share a house. Interest in tea rose. Reset the password.")
+    out = tmp_path / "kb"
+    _build(docs, encoder, out, hybrid=True)
+    searcher = Searcher(Collection.open(out), encoder)
+    coll = searcher.collection
+    queries = ["reset password", "cats and tea", "interest rates", "dogs"]
+    vectors = encoder.encode_queries(queries)
+    alpha, depth = 0.6, 2
+    hits = hybrid_search(searcher, queries, k=2, mode="hybrid", depth=depth, alpha=alpha, vectors=vectors)
+    bm25_scores, bm25_ids = coll.bm25.search(queries, depth)
+    looked_up = 0
+    for q, vec, got, bs, bi in zip(queries, vectors, hits, bm25_scores, bm25_ids):
+        cosines = np.asarray(coll.vectors()) @ vec
+        dense = [int(i) for i in np.argsort(-cosines)[:depth]]
+        sparse = {int(i): float(s) for s, i in zip(bs, bi) if i >= 0}
+        looked_up += len(set(sparse) - set(dense))
+        ref = {
+            d: alpha * (cosines[d] + 1) / (cosines[dense[0]] + 1)
+            + (1 - alpha) * sparse.get(d, 0.0) / max(sparse.values())
+            for d in set(dense) | set(sparse)
+        }
+        assert [h.row for h in got] == sorted(ref, key=lambda d: (-ref[d], str(d)))[:2], q
+        assert [h.score for h in got] == pytest.approx(sorted(ref.values(), reverse=True)[:2], abs=1e-5)
+    assert looked_up > 0  # the case the lookup is for did occur
+
+
 def test_searcher_open_rebuilds_the_recorded_encoder(docs, encoder, tmp_path):
     out = tmp_path / "kb"
     _build(docs, encoder, out)

@@ -112,12 +112,18 @@ def eval_sts(
     help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
 )
 @click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (as `query` does by default).")
-@click.option("--fusion", type=click.Choice(["convex", "rrf"]), default="convex", show_default=True)
+@click.option(
+    "--fusion",
+    type=click.Choice(["convex", "minmax", "rrf"]),
+    default="convex",
+    show_default=True,
+    help="How --hybrid fuses: convex (TM2C2, as `query` does), minmax (min-max scaled) or rrf (reciprocal rank).",
+)
 @click.option(
     "--alpha",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Dense weight of convex fusion [default: 0.3, tuned].",
+    help="Dense weight of convex/minmax fusion [default: 0.75 convex, 0.3 minmax; tuned].",
 )
 @max_chunks_option
 @max_queries_option

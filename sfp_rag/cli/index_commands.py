@@ -218,7 +218,7 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
 
     \b
     Scores: dense = cosine similarity (-1..1); bm25 = BM25 keyword score (0 and up);
-    hybrid = fused score (0..1: alpha*dense + (1-alpha)*BM25, each min-max scaled). Higher is better.
+    hybrid = fused score (0..1: alpha*(cosine+1)/(best+1) + (1-alpha)*BM25/best). Higher is better.
 
     \b
     Examples:

@@ -7,7 +7,7 @@ rank of the run cut at 10). Chunk embeddings are cached under ``cache_dir()/embe
 keyed by the chunk text, so re-running an evaluation embeds nothing and a changed encoder never reuses vectors.
 
 Systems: any encoder (ours, the untrained backbone with another prompt, all-MiniLM-L6-v2), ``bm25`` (bm25s over
-whole documents), and ``hybrid`` (reciprocal-rank fusion of a dense run and the BM25 run).
+whole documents), and ``hybrid`` (a dense run fused with the BM25 run, as ``retrieval.fusion`` fuses them).
 """
 
 from __future__ import annotations
@@ -137,8 +137,13 @@ def dense_run(
     embedder=None,
     query_prompt: str | None = None,
     max_chunks: int | None = None,
+    also: Run | None = None,
 ) -> tuple[Run, dict]:
     """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats.
+
+    ``also`` (query id -> documents, e.g. a BM25 run) adds those documents' scores to each query's run after its top
+    ``depth``, so a fusion can give every BM25 candidate its dense score (``fuse`` takes the first ``depth`` as the
+    dense candidates and the rest as lookups).
 
     ``max_chunks`` keeps only each document's first N chunks: a cheaper proxy for tuning sweeps (its numbers are not
     comparable with full-document ones).
@@ -179,14 +184,19 @@ def dense_run(
     chunks_per_doc = len(texts) / max(len(data.corpus), 1)
     k = min(len(texts), int(math.ceil(depth * chunks_per_doc * 2)))
     scores, ids = index.search(qvecs, k)
+    rows_of: dict[str, list[int]] = {}
+    for row, doc_id in enumerate(doc_ids):
+        rows_of.setdefault(doc_id, []).append(row)
     run: Run = {}
-    for qid, srow, irow in zip(qids, scores, ids):
+    for qid, qvec, srow, irow in zip(qids, qvecs, scores, ids):
         best: dict[str, float] = {}
         for s, i in zip(srow, irow):
             if i >= 0 and doc_ids[i] not in best:  # rows come best first: the first chunk seen is the doc's best
                 best[doc_ids[i]] = float(s)
             if len(best) == depth:
                 break
+        for doc, score in _best_chunk_scores(vectors, rows_of, qvec, (also or {}).get(qid, ()), best).items():
+            best[doc] = score
         run[qid] = best
     stats = {
         "chunks": len(texts),
@@ -196,6 +206,22 @@ def dense_run(
         "total_s": round(time.perf_counter() - t0, 1),
     }
     return run, stats
+
+
+def _best_chunk_scores(vectors, rows_of, qvec, docs, known) -> dict[str, float]:
+    """Each of ``docs`` not in ``known`` (and in the corpus) scored by its best chunk, exactly."""
+    docs = [d for d in dict.fromkeys(docs) if d not in known and d in rows_of]
+    if not docs:
+        return {}
+    rows = [rows_of[d] for d in docs]
+    sims = np.asarray(vectors[np.concatenate(rows)], dtype=np.float32) @ qvec
+    starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
+    return dict(zip(docs, np.maximum.reduceat(sims, starts).astype(float).tolist()))
+
+
+def top_of(run: Run, depth: int = DEPTH) -> Run:
+    """Each query's best ``depth`` documents of ``run``."""
+    return {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:depth]) for q, docs in run.items()}
 
 
 def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
@@ -212,15 +238,18 @@ def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
 
 def fuse(dense: Run, sparse: Run, depth: int = DEPTH, fusion: str = "convex", alpha: float | None = None) -> Run:
     """Fuse a dense and a BM25 document run the way ``sfp-rag query --hybrid`` fuses chunk runs (``fusion``: convex,
-    the default, with ``alpha`` the dense weight; or rrf)."""
-    from ..retrieval.fusion import DEFAULT_ALPHA, check_fusion, fuse_scores
+    the default, minmax or rrf; ``alpha`` the dense weight, None: the fusion's tuned one). The first ``depth``
+    documents of each run are its candidates; further dense entries (``dense_run(also=...)``) are cosines to look
+    up for BM25's candidates."""
+    from ..retrieval.fusion import check_fusion, fuse_scores
 
-    alpha = DEFAULT_ALPHA if alpha is None else alpha
     check_fusion(fusion, alpha)
-    return {
-        q: dict(fuse_scores(dense.get(q, {}), sparse.get(q, {}), fusion, alpha)[:depth])
-        for q in dense.keys() | sparse.keys()
-    }
+    out: Run = {}
+    for q in dense.keys() | sparse.keys():
+        ranked = sorted(dense.get(q, {}).items(), key=lambda x: -x[1])
+        candidates, lookup = dict(ranked[:depth]), dict(ranked[depth:])
+        out[q] = dict(fuse_scores(candidates, top_of({q: sparse.get(q, {})}, depth)[q], fusion, alpha, lookup)[:depth])
+    return out
 
 
 def score_run(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:
@@ -265,31 +294,39 @@ def evaluate_beir(
         max_chunks, max_queries: cheaper tuning sweeps: each document's first N chunks, a fixed subset of the queries
             (both recorded in the result; such numbers are not comparable with full ones).
     """
+    from ..retrieval.fusion import check_fusion, resolve_alpha
+
+    check_fusion(fusion, alpha)
     data = subset_queries(load_beir(folder, split), max_queries)
     logger.info("%s: %d documents, %d %s queries", data.name, len(data.corpus), len(data.queries), split)
     runs: dict[str, Run] = {}
     stats: dict[str, dict] = {}
+    bm25_label = next((label for label, system in systems.items() if system == "bm25"), "BM25")
+    lookups: Run | None = None
+    if hybrid:  # the dense runs of the hybrids also score BM25's candidates (convex fusion looks their cosines up)
+        t = time.perf_counter()
+        runs[bm25_label] = lookups = bm25_run(data)
+        stats[bm25_label] = {"total_s": round(time.perf_counter() - t, 1)}
     for label, system in systems.items():
         t = time.perf_counter()
         if system == "bm25":
-            runs[label] = bm25_run(data)
-            stats[label] = {"total_s": round(time.perf_counter() - t, 1)}
+            if label not in runs:
+                runs[label] = bm25_run(data)
+                stats[label] = {"total_s": round(time.perf_counter() - t, 1)}
         else:
             encoder = system() if callable(system) and not hasattr(system, "encode") else system  # lazy: one at a time
             embedder = engine(encoder) if engine is not None and hasattr(encoder, "prompt_tokenizer") else None
             runs[label], stats[label] = dense_run(
                 encoder, data, chunk_size, chunk_overlap, batch_size=batch_size, embedder=embedder,
-                max_chunks=max_chunks,
+                max_chunks=max_chunks, also=lookups if label in (hybrid or []) else None,
             )  # fmt: skip
             if hasattr(embedder, "close"):
                 embedder.close()
             del encoder
-    bm25_label = next((label for label, system in systems.items() if system == "bm25"), "BM25")
     for label in hybrid or []:
-        if bm25_label not in runs:
-            runs[bm25_label] = bm25_run(data)
         runs[f"{label}+bm25"] = fuse(runs[label], runs[bm25_label], fusion=fusion, alpha=alpha)
-    scores = {label: score_run(data.qrels, run) for label, run in runs.items()}
+    order = [label for label in systems if label in runs] + [label for label in runs if label not in systems]
+    scores = {label: score_run(data.qrels, top_of(runs[label])) for label in order}
     return {
         "kind": "beir",
         "dataset": data.name,
@@ -300,15 +337,8 @@ def evaluate_beir(
         "stats": stats,
         "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "max_chunks": max_chunks},
         "max_queries": max_queries,
-        "fusion": {"method": fusion, "alpha": _resolved_alpha(fusion, alpha)} if hybrid else None,
+        "fusion": {"method": fusion, "alpha": resolve_alpha(fusion, alpha)} if hybrid else None,
     }
-
-
-def _resolved_alpha(fusion: str, alpha: float | None) -> float | None:
-    """The dense weight a convex fusion used (None means the tuned default at the time: record its value)."""
-    from ..retrieval.fusion import DEFAULT_ALPHA
-
-    return (DEFAULT_ALPHA if alpha is None else alpha) if fusion == "convex" else None
 
 
 def format_beir_table(scores: dict[str, dict[str, float]]) -> str:

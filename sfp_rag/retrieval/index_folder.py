@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .faiss_index import FaissIndex
+from .fusion import DEFAULT_ALPHA
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class IndexMismatchError(IndexFolderError):
 SCORE_KINDS = {
     "dense": "cosine similarity of query and chunk embeddings (-1..1, higher is closer)",
     "bm25": "BM25 keyword score (0 and up, unbounded; higher matches more query terms)",
-    "hybrid": "fused score (convex: alpha*dense + (1-alpha)*BM25 after min-max scaling, 0..1; rrf: sum 1/(60+rank))",
+    "hybrid": f"fused score (0..1): alpha*(cos+1)/(best cos+1) + (1-alpha)*BM25/(best BM25), alpha {DEFAULT_ALPHA}",
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..embedding.tokenization import check_texts
 from .faiss_index import check_search_params
-from .fusion import DEFAULT_ALPHA, DEFAULT_FUSION, check_fusion, hybrid_search
+from .fusion import DEFAULT_FUSION, check_fusion, hybrid_search
 from .index_folder import (
     Collection,
     Hit,
@@ -82,7 +82,7 @@ class Searcher:
         mode: str | None = None,
         *,
         fusion: str = DEFAULT_FUSION,
-        alpha: float = DEFAULT_ALPHA,
+        alpha: float | None = None,
         vectors: np.ndarray | None = None,
         search_params: dict[str, int] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
@@ -90,7 +90,7 @@ class Searcher:
 
         Args:
             mode: ``dense``, ``hybrid`` or ``bm25``; None: ``hybrid`` where the index has BM25, else ``dense``.
-            fusion, alpha: how ``hybrid`` fuses (see ``fusion``).
+            fusion, alpha: how ``hybrid`` fuses (see ``fusion``; alpha None: the fusion's tuned dense weight).
             vectors: the queries' embeddings, when already computed (a server batches them across requests).
             search_params: FAISS search parameters for this search (``nprobe`` for IVF, ``efSearch`` for HNSW);
                 the index's defaults are in its manifest (``index.search``).
