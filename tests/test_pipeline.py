@@ -63,7 +63,7 @@ def test_build_search_and_layout(docs, encoder, tmp_path):
     # dense search equals brute force over the stored vectors
     searcher = Searcher(coll, encoder)
     q = "a cat sleeping all day"
-    hits = searcher.search(q, k=3)
+    hits = searcher.search(q, k=3, mode="dense")
     _, ref = brute_force_search(np.asarray(coll.vectors()), encoder.encode_queries([q]), 3)
     assert [h.row for h in hits] == ref[0].tolist()
     assert hits[0].source in DOCS and hits[0].text
