@@ -21,6 +21,31 @@ from pathlib import Path
 from _common import RESULTS, machine
 
 
+def paired_bootstrap(qrels, run_a, run_b, resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean per-query nDCG@10 difference (x100) of two runs with a 95% paired-bootstrap interval."""
+    import numpy as np
+    import pytrec_eval
+
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+
+    def per_query(run):
+        scores = evaluator.evaluate({q: run.get(q) or {"__none__": 0.0} for q in qrels})
+        return np.array([scores[q]["ndcg_cut_10"] for q in sorted(qrels)])
+
+    diff = 100 * (per_query(run_a) - per_query(run_b))
+    rng = np.random.default_rng(seed)
+    means = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(resamples)]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(diff.mean()),
+        "low": float(low),
+        "high": float(high),
+        "better": int((diff > 0).sum()),
+        "worse": int((diff < 0).sum()),
+        "resamples": resamples,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="BEIR dataset folder")
@@ -44,13 +69,18 @@ def main() -> None:
     dense, stats = dense_run(encoder, data, args.chunk_size, 32, also=sparse)
     rows = {"dense": score_run(data.qrels, top_of(dense)), "bm25": score_run(data.qrels, sparse)}
     rows["rrf"] = score_run(data.qrels, fuse(dense, sparse, fusion="rrf"))
-    best = {}
+    best, fused = {}, {}
     for fusion in args.fusions:
         for alpha in args.alpha:
-            rows[f"{fusion} alpha={alpha:.2f}"] = score_run(
-                data.qrels, fuse(dense, sparse, fusion=fusion, alpha=alpha)
-            )
+            name = f"{fusion} alpha={alpha:.2f}"
+            fused[name] = fuse(dense, sparse, fusion=fusion, alpha=alpha)
+            rows[name] = score_run(data.qrels, fused[name])
         best[fusion] = max((k for k in rows if k.startswith(f"{fusion} ")), key=lambda k: rows[k]["nDCG@10"])
+    comparison = None
+    if len(best) > 1:  # the best weight of the first fusion against the best of the second, query by query
+        first, second = list(best.values())[:2]
+        comparison = paired_bootstrap(data.qrels, fused[first], fused[second])
+        comparison.update(a=first, b=second)
     result = {
         "kind": "fusion-sweep",
         "dataset": data.name,
@@ -60,6 +90,7 @@ def main() -> None:
         "encoder": encoder.identity(),
         "scores": rows,
         "best": best,
+        "paired_bootstrap": comparison,
         "embed": stats,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
@@ -72,6 +103,12 @@ def main() -> None:
     out = Path(args.out or RESULTS / f"fusion_{data.name}_{args.split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    if comparison:
+        c = comparison
+        print(
+            f"{c['a']} - {c['b']}: {c['mean']:+.2f} nDCG@10, 95% interval {c['low']:+.2f} to {c['high']:+.2f} "
+            f"({c['better']} queries better, {c['worse']} worse; paired bootstrap, {c['resamples']} resamples)"
+        )
     print(f"wrote {out}")
 
 

@@ -34,7 +34,8 @@ RRF_K = 60
 DEFAULT_DEPTH = 100
 FUSIONS = ("convex", "minmax", "rrf")
 DEFAULT_FUSION = "convex"
-# dense weight of each convex fusion, chosen on NFCorpus train for the default model (module docstring)
+# dense weight of each convex fusion, chosen on NFCorpus train for the default model (module docstring): convex the
+# argmax of a 0.05 grid; minmax that of the 0.1 grid it shipped with (0.35 on the finer grid, +0.05 nDCG@10)
 DEFAULT_ALPHAS = {"convex": 0.75, "minmax": 0.3}
 DEFAULT_ALPHA = DEFAULT_ALPHAS[DEFAULT_FUSION]
 COSINE_FLOOR = -1.0  # the lowest cosine: TM2C2's theoretical minimum of the dense scores (BM25's is 0)
