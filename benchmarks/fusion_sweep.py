@@ -69,18 +69,19 @@ def main() -> None:
     dense, stats = dense_run(encoder, data, args.chunk_size, 32, also=sparse)
     rows = {"dense": score_run(data.qrels, top_of(dense)), "bm25": score_run(data.qrels, sparse)}
     rows["rrf"] = score_run(data.qrels, fuse(dense, sparse, fusion="rrf"))
-    best, fused = {}, {}
+    best, best_run = {}, {}  # per fusion: the best weight's row name and its run (kept for the bootstrap)
     for fusion in args.fusions:
         for alpha in args.alpha:
             name = f"{fusion} alpha={alpha:.2f}"
-            fused[name] = fuse(dense, sparse, fusion=fusion, alpha=alpha)
-            rows[name] = score_run(data.qrels, fused[name])
-        best[fusion] = max((k for k in rows if k.startswith(f"{fusion} ")), key=lambda k: rows[k]["nDCG@10"])
+            run = fuse(dense, sparse, fusion=fusion, alpha=alpha)
+            rows[name] = score_run(data.qrels, run)
+            if fusion not in best or rows[name]["nDCG@10"] > rows[best[fusion]]["nDCG@10"]:
+                best[fusion], best_run[fusion] = name, run
     comparison = None
     if len(best) > 1:  # the best weight of the first fusion against the best of the second, query by query
-        first, second = list(best.values())[:2]
-        comparison = paired_bootstrap(data.qrels, fused[first], fused[second])
-        comparison.update(a=first, b=second)
+        first, second = list(best)[:2]
+        comparison = paired_bootstrap(data.qrels, best_run[first], best_run[second])
+        comparison.update(a=best[first], b=best[second])
     result = {
         "kind": "fusion-sweep",
         "dataset": data.name,

@@ -219,9 +219,13 @@ def _best_chunk_scores(vectors, rows_of, qvec, docs, known) -> dict[str, float]:
     return dict(zip(docs, np.maximum.reduceat(sims, starts).astype(float).tolist()))
 
 
+def _ranked(docs: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(docs.items(), key=lambda x: -x[1])
+
+
 def top_of(run: Run, depth: int = DEPTH) -> Run:
     """Each query's best ``depth`` documents of ``run``."""
-    return {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:depth]) for q, docs in run.items()}
+    return {q: dict(_ranked(docs)[:depth]) for q, docs in run.items()}
 
 
 def bm25_run(data: BeirData, depth: int = DEPTH) -> Run:
@@ -246,9 +250,10 @@ def fuse(dense: Run, sparse: Run, depth: int = DEPTH, fusion: str = "convex", al
     check_fusion(fusion, alpha)
     out: Run = {}
     for q in dense.keys() | sparse.keys():
-        ranked = sorted(dense.get(q, {}).items(), key=lambda x: -x[1])
+        ranked = _ranked(dense.get(q, {}))
         candidates, lookup = dict(ranked[:depth]), dict(ranked[depth:])
-        out[q] = dict(fuse_scores(candidates, top_of({q: sparse.get(q, {})}, depth)[q], fusion, alpha, lookup)[:depth])
+        bm25 = dict(_ranked(sparse.get(q, {}))[:depth])
+        out[q] = dict(fuse_scores(candidates, bm25, fusion, alpha, lookup)[:depth])
     return out
 
 

@@ -112,9 +112,12 @@ def _sts_section(results: list[dict], out_dir: Path) -> list[str]:
 
     # dev-split results (tuning data: STS-B dev, SICK trial) get a table of their own, never columns of "-" beside
     # the test tasks
-    dev = [r for r in results if all(t.endswith("-dev") or t == "avg" for t in r["scores"])]
+    def is_dev(r: dict) -> bool:
+        return all(t.endswith("-dev") or t == "avg" for t in r["scores"])
+
+    dev = [r for r in results if is_dev(r)]
     tuning = ["### Tuning data (dev splits)", "", format_table(*_sts_rows(dev)), ""] if dev else []
-    results = [r for r in results if not any(r is d for d in dev)]
+    results = [r for r in results if not is_dev(r)]
     if not results:
         return ["## STS (Spearman x100)", "", *tuning]
     rows, tasks = _sts_rows(results)

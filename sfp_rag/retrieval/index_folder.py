@@ -229,6 +229,7 @@ class Collection:
         self.path = path
         self.manifest = manifest
         self._faiss: FaissIndex | None = None
+        self._mapped: np.ndarray | None = None
         self._lines: list[bytes] | None = None
         self._files: dict[str, Any] | None = None
         self._bm25 = None
@@ -278,6 +279,10 @@ class Collection:
         return self._faiss
 
     def vectors(self, mmap: bool = True) -> np.ndarray:
+        """The stored vectors (N, d): memory-mapped read-only (opened once; hybrid search reads rows of it on every
+        query), or with ``mmap=False`` a fresh in-memory copy."""
+        if mmap and self._mapped is not None:
+            return self._mapped
         try:
             vectors = np.load(self.path / VECTORS, mmap_mode="r" if mmap else None)
         except (ValueError, OSError) as err:
@@ -286,6 +291,8 @@ class Collection:
             raise IndexFolderError(
                 f"{self.path / VECTORS} has {vectors.shape[0]} rows, expected {self.ntotal}; {rebuild_hint(self.path)}"
             )
+        if mmap:
+            self._mapped = vectors
         return vectors
 
     def _docstore_lines(self) -> list[bytes]:
