@@ -78,7 +78,9 @@ def test_single_pass_loss_equals_hidden_states_read_by_hand(tiny_model, bpe_toke
     assert loss.item() == pytest.approx(by_hand.item(), abs=1e-5)
 
 
-@pytest.mark.parametrize("objective", ["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops"])
+@pytest.mark.parametrize(
+    "objective", ["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict"]
+)
 def test_a_few_steps_lower_the_loss(tiny_model_dir, data_file, tmp_path, objective):
     losses = []
     config = _config(
@@ -438,6 +440,29 @@ def test_random_crops_are_spans_of_the_text_and_reproducible():
     again = [random_crop(text, np.random.default_rng(7)) for _ in range(2)]
     assert again[0] == again[1]
     assert random_crop("too short here", rng) == "too short here"
+
+
+def test_inverse_cloze_takes_one_sentence_out_of_its_passage():
+    from sfp_rag.training.trainer import inverse_cloze
+
+    sentences = ["The first sentence is here.", "A second one follows it.", "And a third ends the text."]
+    text = " ".join(sentences)
+    rng = np.random.default_rng(2)
+    seen = set()
+    for _ in range(60):
+        query, passage = inverse_cloze(text, rng, keep=0.0)
+        assert query in sentences and query not in passage
+        assert passage == " ".join(s for s in sentences if s != query)  # the rest, in order
+        seen.add(query)
+    assert seen == set(sentences)  # every sentence can be the query
+    kept = [inverse_cloze(text, rng, keep=1.0) for _ in range(10)]
+    assert all(q in sentences and p == text for q, p in kept)  # keep=1: the passage stays whole
+    assert inverse_cloze(text, np.random.default_rng(9)) == inverse_cloze(text, np.random.default_rng(9))
+    words = " ".join(f"w{i}" for i in range(40))  # one "sentence": a span of words is the query
+    query, passage = inverse_cloze(words, rng, keep=0.0)
+    assert 4 <= len(query.split()) <= 12 and query in words and query not in passage
+    assert len(query.split()) + len(passage.split()) == 40
+    assert inverse_cloze("too short", rng) == ("too short", "too short")
 
 
 def test_crops_resume_the_same_loss_curve(tiny_model_dir, data_file, tmp_path):

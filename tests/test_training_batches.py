@@ -128,10 +128,40 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("objective", ["single-pass", "two-pass-crops"])
+PASSAGES = [" ".join(SENTENCES[i : i + 3]) for i in range(0, 24, 3)]  # 8 texts of three sentences
+
+
+def test_ict_loss_is_query_prompt_sentence_against_document_prompt_passage(tiny_model_dir, tmp_path):
+    """Brute force: the anchor is the held-out sentence under the query prompt, the positive the rest of its
+    passage under the document prompt, each embedded alone (Rep2), then InfoNCE."""
+    from sfp_rag.embedding.tokenization import PromptTokenizer
+    from sfp_rag.training.losses import info_nce
+    from sfp_rag.training.trainer import inverse_cloze
+
+    config, sfp, tokenizer = _lora_model(
+        tiny_model_dir, tmp_path, objective="two-pass-ict", query_template="question-sum", lora_dropout=0.0
+    )
+    sfp.eval()
+    with torch.no_grad():
+        loss, _ = ObjectiveStep(config, tokenizer, "cpu", distributed=False)(sfp, PASSAGES, np.random.default_rng(4))
+        rng = np.random.default_rng(4)
+        pairs = [inverse_cloze(t, rng, config.ict_keep) for t in PASSAGES]
+
+        def rep2(template, text):
+            batch = PromptTokenizer(tokenizer, template, max_text_tokens=config.max_text_tokens)([text])
+            return sfp(batch).rep2[0]
+
+        anchor = torch.stack([rep2("question-sum", q) for q, _ in pairs])
+        positive = torch.stack([rep2("eol-sum", p) for _, p in pairs])
+        assert loss.item() == pytest.approx(info_nce(anchor, positive, 0.05).item(), abs=1e-5)
+        doc_prompt_only = torch.stack([rep2("eol-sum", q) for q, _ in pairs])
+        assert abs(loss.item() - info_nce(doc_prompt_only, positive, 0.05).item()) > 1e-3  # the prompt matters
+
+
+@pytest.mark.parametrize("objective", ["single-pass", "two-pass-crops", "two-pass-ict"])
 def test_grad_cache_gives_the_full_batch_gradient(tiny_model_dir, tmp_path, objective):
     config, sfp, tokenizer = _lora_model(tiny_model_dir, tmp_path, objective=objective, lora_dropout=0.0)
-    texts = SENTENCES[:8]
+    texts = PASSAGES if objective == "two-pass-ict" else SENTENCES[:8]
     full = ObjectiveStep(config, tokenizer, "cpu", distributed=False)
     loss_full, tokens_full = full.backward(sfp, texts, np.random.default_rng(5), scale=0.5)
     reference = _grads(sfp)

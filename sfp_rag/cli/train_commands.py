@@ -34,10 +34,11 @@ from .core import USER_ERRORS, fail, main
 )
 @click.option(
     "--objective",
-    type=click.Choice(["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops"]),
+    type=click.Choice(["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict"]),
     default="single-pass",
     show_default=True,
-    help="single-pass: CSE-SFP (Rep2 vs Rep1 of one pass); two-pass-crops: two random crops of each text.",
+    help="single-pass: CSE-SFP (Rep2 vs Rep1 of one pass); two-pass-crops: two random crops of each text; "
+    "two-pass-ict: a sentence (query prompt) against the rest of its text (inverse cloze).",
 )
 @click.option("--template", "-t", default=None, help="Prompt [default: eol-sum; eol for two-pass-dropout/-prompts].")
 @click.option("--query-template", default=None,
@@ -46,6 +47,8 @@ from .core import USER_ERRORS, fail, main
               help="two-pass-crops: shortest crop, as a share of the text's words.")  # fmt: skip
 @click.option("--crop-max", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="two-pass-crops: longest crop, as a share of the text's words.")  # fmt: skip
+@click.option("--ict-keep", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="two-pass-ict: chance that the query sentence is left in its passage.")  # fmt: skip
 @click.option("--second-template", default="sum", show_default=True, help="The positive's prompt (two-pass-prompts).")
 @click.option(
     "--pooling",

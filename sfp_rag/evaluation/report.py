@@ -299,5 +299,5 @@ def _objective(log: dict) -> str:
         return data.get("training", data)["objective"]  # an sfp_config.json, or its bare training section
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         name = path.parent.name
-        known = ("two-pass-dropout", "two-pass-prompts", "two-pass-crops", "single-pass")
+        known = ("two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "single-pass")
         return next((o for o in known if o in name), name)

@@ -172,6 +172,7 @@ RESUME_KEYS = (
     "max_train_texts",
     "crop_min",
     "crop_max",
+    "ict_keep",
     "topic_clusters",
 )  # not grad_cache: it changes memory, not the gradient, so a resume may raise or lower it
 

@@ -14,7 +14,8 @@ from typing import Any
 from ..embedding.config import CONFIG_NAME, DEFAULT_BACKBONE, default_model_dir, load_encoder_config
 from ..embedding.prompts import get_template
 
-OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops")
+OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict")
+DOCUMENT_OBJECTIVES = ("two-pass-crops", "two-pass-ict")  # views cut from whole documents, not sentences
 SCHEDULES = ("linear", "cosine", "constant")
 QUANTIZATIONS = ("nf4", "none")
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
@@ -23,6 +24,7 @@ _DEFAULT_TEMPLATES = {
     "two-pass-dropout": "eol",
     "two-pass-prompts": "eol",
     "two-pass-crops": "eol-sum",  # the inference prompt: crops train the representation that is searched with
+    "two-pass-ict": "eol-sum",  # the passage side; the sentence side uses the query prompt
 }
 
 # Unsupervised domain adaptation (`sfp-rag train --corpus DIR`): what it changes from the TrainConfig defaults.
@@ -83,6 +85,9 @@ class TrainConfig:
     dropout: float = field(default=0.1, metadata={"help": "attention dropout, two-pass-dropout only"})
     crop_min: float = field(default=0.1, metadata={"help": "two-pass-crops: shortest crop, as a share of the words"})
     crop_max: float = field(default=0.5, metadata={"help": "two-pass-crops: longest crop, as a share of the words"})
+    ict_keep: float = field(
+        default=0.1, metadata={"help": "two-pass-ict: chance that the query sentence is left in its passage"}
+    )
     topic_clusters: int = field(
         default=0,
         metadata={"help": "0: random batches; K >= 2: TAS-B batches from K k-means clusters of the texts"},
@@ -159,6 +164,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.crop_min <= self.crop_max <= 1:
             raise ValueError(f"need 0 < crop_min <= crop_max <= 1, got {self.crop_min}, {self.crop_max}")
+        if not 0 <= self.ict_keep <= 1:
+            raise ValueError(f"ict_keep must be in [0, 1], got {self.ict_keep}")
         for name in ("lora_dropout", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -9,7 +9,7 @@ Accepted sources (``load_texts``):
 - any other folder: its documents (see ``documents.py``), split into sentences.
 
 Folders give sentences by default; ``units="documents"`` keeps each document whole (whitespace-normalised), the
-text that cropping objectives (``two-pass-crops``) cut their views from.
+text that the document objectives (``two-pass-crops``, ``two-pass-ict``) cut their views from.
 
 Sentences are split with nltk's pretrained Punkt model, the one llama-index-core ships (no download). Malformed input
 raises ``TrainingDataError`` naming the file and line. No labels, queries or test sentences are ever read.
@@ -178,18 +178,26 @@ def whole_documents(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORD
 
 def split_sentences(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
     """Sentences of ``documents`` (Punkt), whitespace-normalised, without very short fragments."""
+    out = [sentence for doc in documents for sentence in sentences_of(doc, min_words)]
+    if not out:
+        raise TrainingDataError("the corpus yielded no sentences of at least 3 words")
+    return out
+
+
+def sentences_of(text: str, min_words: int = 1) -> list[str]:
+    """The sentences of one text (Punkt), whitespace-normalised, those of fewer than ``min_words`` words dropped."""
+    import nltk
+
+    _punkt_path()
+    sentences = (" ".join(s.split()) for s in nltk.tokenize.sent_tokenize(text))
+    return [s for s in sentences if len(s.split()) >= min_words]
+
+
+def _punkt_path() -> None:
+    """Point nltk at the Punkt model that llama-index-core ships (no download)."""
     import llama_index.core
     import nltk
 
     cache = os.path.join(os.path.dirname(llama_index.core.__file__), "_static", "nltk_cache")
     if cache not in nltk.data.path:
         nltk.data.path.append(cache)
-    out = []
-    for doc in documents:
-        for sentence in nltk.tokenize.sent_tokenize(doc):
-            sentence = " ".join(sentence.split())
-            if len(sentence.split()) >= min_words:
-                out.append(sentence)
-    if not out:
-        raise TrainingDataError("the corpus yielded no sentences of at least 3 words")
-    return out

@@ -6,6 +6,7 @@ Objectives (same data order, optimizer and schedule, so their costs and scores c
 - ``two-pass-dropout`` (SimCSE on an LLM): the same single-stage prompt twice; dropout (LoRA dropout plus attention
   dropout ``dropout``) makes the two views differ.
 - ``two-pass-prompts``: two different single-stage prompts (``template`` and ``second_template``), one pass each.
+- ``two-pass-crops`` and ``two-pass-ict``: two views cut from one document (see ``ObjectiveStep``).
 
 The loop is written out instead of subclassing ``transformers.Trainer``: resuming must reproduce the uninterrupted
 loss curve exactly (data order follows from the step number and seed alone, RNG state is checkpointed), and the
@@ -44,7 +45,7 @@ from .checkpoints import (
     save_checkpoint,
     truncate_log,
 )
-from .config import TrainConfig
+from .config import DOCUMENT_OBJECTIVES, TrainConfig
 from .losses import info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
@@ -138,6 +139,26 @@ def random_crop(text: str, rng: np.random.Generator, low: float = 0.1, high: flo
     return " ".join(words[start : start + length])
 
 
+def inverse_cloze(text: str, rng: np.random.Generator, keep: float = 0.1) -> tuple[str, str]:
+    """(query, passage) for the inverse cloze task (Lee et al., ACL 2019): one random sentence of ``text`` and the
+    text around it, with the sentence removed unless a ``keep`` chance says otherwise. A text of one sentence is
+    split by words instead: a 10-30% span is the query."""
+    from .data import sentences_of
+
+    sentences = sentences_of(text)
+    if len(sentences) >= 2:
+        i = int(rng.integers(len(sentences)))
+        rest = sentences if rng.random() < keep else sentences[:i] + sentences[i + 1 :]
+        return sentences[i], " ".join(rest)
+    words = text.split()
+    if len(words) < 8:
+        return text, text
+    length = max(2, round(rng.uniform(0.1, 0.3) * len(words)))
+    start = int(rng.integers(0, len(words) - length + 1))
+    rest = words if rng.random() < keep else words[:start] + words[start + length :]
+    return " ".join(words[start : start + length]), " ".join(rest)
+
+
 class ObjectiveStep:
     """Compute the loss of one batch of texts for the configured objective, and its gradient.
 
@@ -146,6 +167,9 @@ class ObjectiveStep:
     - ``two-pass-prompts``: two prompts of the same text; Rep2 of each (PromptEOL-style).
     - ``two-pass-crops``: two independent random crops of the same text, one pass each; Rep2 of each (Contriever's
       cropping; harder positives for passages than two views of one short sentence).
+    - ``two-pass-ict``: inverse cloze: a sentence of the text, embedded with the *query* prompt, is the anchor, and the
+      rest of the text, embedded with the document prompt, its positive: the asymmetric query -> passage match that
+      search makes, with the prompts search uses.
 
     With ``config.grad_cache`` = N > 0, ``backward`` embeds the batch N rows at a time without keeping activations,
     takes the loss over the whole batch, then re-embeds each sub-batch with the same random state (dropout masks)
@@ -156,7 +180,10 @@ class ObjectiveStep:
 
     def __init__(self, config: TrainConfig, tokenizer, device: str, distributed: bool, autocast=None) -> None:
         self.config, self.device, self.distributed, self.autocast = config, device, distributed, autocast
-        self.first = PromptTokenizer(tokenizer, config.template, max_text_tokens=config.max_text_tokens)
+        first = config.template
+        if config.objective == "two-pass-ict":
+            first = config.query_template or config.template
+        self.first = PromptTokenizer(tokenizer, first, max_text_tokens=config.max_text_tokens)
         second = config.second_template if config.objective == "two-pass-prompts" else config.template
         self.second = PromptTokenizer(tokenizer, second, max_text_tokens=config.max_text_tokens)
 
@@ -198,9 +225,12 @@ class ObjectiveStep:
         return loss.detach(), tokens
 
     def _views(self, texts: list[str], rng: np.random.Generator | None) -> tuple[list[str], list[str]]:
-        if self.config.objective != "two-pass-crops":
+        if self.config.objective not in DOCUMENT_OBJECTIVES:
             return texts, texts
         rng = rng if rng is not None else np.random.default_rng(0)
+        if self.config.objective == "two-pass-ict":
+            pairs = [inverse_cloze(t, rng, self.config.ict_keep) for t in texts]
+            return [q for q, _ in pairs], [p for _, p in pairs]
         lo, hi = self.config.crop_min, self.config.crop_max
         first = [random_crop(t, rng, lo, hi) for t in texts]
         second = [random_crop(t, rng, lo, hi) for t in texts]
@@ -270,7 +300,7 @@ def train(
     ensure_writable_dir(output, "the training run")
     seed_everything(config.seed)
 
-    units = "documents" if config.objective == "two-pass-crops" else "sentences"  # crops are cut from whole documents
+    units = "documents" if config.objective in DOCUMENT_OBJECTIVES else "sentences"  # views cut from whole documents
     texts = load_texts(config.data, text_field=config.text_field, units=units)
     if config.max_train_texts:
         texts = texts[: config.max_train_texts]
