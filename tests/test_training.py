@@ -465,10 +465,14 @@ def test_inverse_cloze_takes_one_sentence_out_of_its_passage():
     assert inverse_cloze("too short", rng) == ("too short", "too short")
 
 
-def test_crops_resume_the_same_loss_curve(tiny_model_dir, data_file, tmp_path):
-    """The crops depend on (seed, step), so an interrupted crop run resumes exactly."""
+@pytest.mark.parametrize("objective", ["two-pass-crops", "two-pass-ict"])
+def test_document_views_resume_the_same_loss_curve(tiny_model_dir, tmp_path, objective):
+    """Crops and inverse-cloze pairs depend on (seed, step), so an interrupted run resumes exactly."""
+    passages = tmp_path / "passages.txt"
+    passages.write_text("\n".join(" ".join(SENTENCES[i : i + 3]) for i in range(0, 48, 3)) + "\n")
+    kw = {"objective": objective, "crop_min": 0.3, "ict_keep": 0.5}
     straight = []
-    config = _config(tiny_model_dir, data_file, tmp_path / "a", objective="two-pass-crops", crop_min=0.3)
+    config = _config(tiny_model_dir, passages, tmp_path / "a", **kw)
     train(config, callback=lambda s, loss: straight.append(loss), show_progress=False)
     resumed = []
 
@@ -477,11 +481,13 @@ def test_crops_resume_the_same_loss_curve(tiny_model_dir, data_file, tmp_path):
         if step == 4:
             raise KeyboardInterrupt
 
-    config = _config(tiny_model_dir, data_file, tmp_path / "b", objective="two-pass-crops", crop_min=0.3)
+    config = _config(tiny_model_dir, passages, tmp_path / "b", **kw)
     with pytest.raises(KeyboardInterrupt):
         train(config, callback=crash, show_progress=False)
     resumed = resumed[:3]
     train(config, resume=True, callback=lambda s, loss: resumed.append(loss), show_progress=False)
     np.testing.assert_allclose(resumed, straight, rtol=1e-5)
     with pytest.raises(ValueError, match="crop_min"):
-        _config(tiny_model_dir, data_file, tmp_path / "c", crop_min=0.6, crop_max=0.5)
+        _config(tiny_model_dir, passages, tmp_path / "c", crop_min=0.6, crop_max=0.5)
+    with pytest.raises(ValueError, match="ict_keep"):
+        _config(tiny_model_dir, passages, tmp_path / "c", ict_keep=1.5)
