@@ -38,7 +38,7 @@ from .core import USER_ERRORS, fail, main
     default="single-pass",
     show_default=True,
     help="single-pass: CSE-SFP (Rep2 vs Rep1 of one pass); two-pass-crops: two random crops of each text; "
-    "two-pass-ict: a sentence (query prompt) against the rest of its text (inverse cloze).",
+    "two-pass-ict: a sentence (under the query prompt, if one is set) against the rest of its text (inverse cloze).",
 )
 @click.option("--template", "-t", default=None, help="Prompt [default: eol-sum; eol for two-pass-dropout/-prompts].")
 @click.option("--query-template", default=None,

@@ -1,4 +1,4 @@
-"""Unsupervised contrastive training of an SFP embedder: QLoRA/LoRA, one loop for three objectives.
+"""Unsupervised contrastive training of an SFP embedder: QLoRA/LoRA, one loop for five objectives.
 
 Objectives (same data order, optimizer and schedule, so their costs and scores compare fairly):
 
