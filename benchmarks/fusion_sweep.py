@@ -24,12 +24,11 @@ from _common import RESULTS, machine
 def paired_bootstrap(qrels, run_a, run_b, resamples: int = 2000, seed: int = 0) -> dict:
     """Mean per-query nDCG@10 difference (x100) of two runs with a 95% paired-bootstrap interval."""
     import numpy as np
-    import pytrec_eval
 
-    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"})
+    from sfp_rag.evaluation.beir import per_query_scores
 
     def per_query(run):
-        scores = evaluator.evaluate({q: run.get(q) or {"__none__": 0.0} for q in qrels})
+        scores = per_query_scores(qrels, run, {"ndcg_cut.10"})
         return np.array([scores[q]["ndcg_cut_10"] for q in sorted(qrels)])
 
     diff = 100 * (per_query(run_a) - per_query(run_b))

@@ -257,16 +257,19 @@ def fuse(dense: Run, sparse: Run, depth: int = DEPTH, fusion: str = "convex", al
     return out
 
 
-def score_run(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:
-    """The four metrics x100, averaged over the judged queries (a query with no results scores 0)."""
+def per_query_scores(qrels: dict[str, dict[str, int]], run: Run, measures: set[str]) -> dict[str, dict[str, float]]:
+    """pytrec_eval ``measures`` of every judged query (a query with no results scores 0): ``{qid: {measure: x}}``."""
     require("pytrec_eval", "IR metrics", "pip install 'sfp-rag[eval]' (or: pip install pytrec-eval-terrier)")
     import pytrec_eval
 
     full = {q: run.get(q, {}) or {"__none__": 0.0} for q in qrels}
-    top10 = {q: dict(sorted(docs.items(), key=lambda x: -x[1])[:10]) for q, docs in full.items()}
-    measures = {"ndcg_cut.10", "recall.100", "map_cut.100"}
-    per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(full)
-    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    return pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(full)
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: Run) -> dict[str, float]:
+    """The four metrics x100, averaged over the judged queries (a query with no results scores 0)."""
+    per_query = per_query_scores(qrels, run, {"ndcg_cut.10", "recall.100", "map_cut.100"})
+    rr = per_query_scores(qrels, top_of(run, 10), {"recip_rank"})
     out = {}
     for label, key in METRICS.items():
         source = rr if key == "recip_rank" else per_query

@@ -17,6 +17,7 @@ raises ``TrainingDataError`` naming the file and line. No labels, queries or tes
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -193,8 +194,9 @@ def sentences_of(text: str, min_words: int = 1) -> list[str]:
     return [s for s in sentences if len(s.split()) >= min_words]
 
 
+@functools.cache
 def _punkt_path() -> None:
-    """Point nltk at the Punkt model that llama-index-core ships (no download)."""
+    """Point nltk at the Punkt model that llama-index-core ships (no download); once per process."""
     import llama_index.core
     import nltk
 
