@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, nargs="*", default=[i / 20 for i in range(21)])
     parser.add_argument("--fusions", nargs="*", default=["convex", "minmax"], help="convex fusions to sweep")
     parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--no-centering", action="store_true", help="score the uncentered dense side")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -65,7 +66,7 @@ def main() -> None:
     options = {"query_template": args.query_template} if args.query_template else {}
     encoder = SFPEncoder.from_pretrained(args.model, **options)
     sparse = bm25_run(data)
-    dense, stats = dense_run(encoder, data, args.chunk_size, 32, also=sparse)
+    dense, stats = dense_run(encoder, data, args.chunk_size, 32, also=sparse, centering=not args.no_centering)
     rows = {"dense": score_run(data.qrels, top_of(dense)), "bm25": score_run(data.qrels, sparse)}
     rows["rrf"] = score_run(data.qrels, fuse(dense, sparse, fusion="rrf"))
     best, best_run = {}, {}  # per fusion: the best weight's row name and its run (kept for the bootstrap)
@@ -88,6 +89,7 @@ def main() -> None:
         "queries": len(data.queries),
         "documents": len(data.corpus),
         "encoder": encoder.identity(),
+        "centering": not args.no_centering,
         "scores": rows,
         "best": best,
         "paired_bootstrap": comparison,

@@ -151,7 +151,7 @@ def test_convex_fusion_equals_a_brute_force_reference():
 
 
 def test_fusion_checks_and_tuned_weights():
-    assert resolve_alpha("convex", None) == 0.75 and resolve_alpha("minmax", None) == 0.3
+    assert resolve_alpha("convex", None) == 0.7 and resolve_alpha("minmax", None) == 0.3
     assert resolve_alpha("convex", 0.2) == 0.2 and resolve_alpha("rrf", None) is None
     with pytest.raises(ValueError, match="alpha"):
         check_fusion("convex", 1.5)

@@ -42,6 +42,12 @@ max_chunks_option = click.option(
     default=None,
     help="Tuning sweeps: embed only each document's first N chunks (cheaper; not comparable with full numbers).",
 )
+centering_option = click.option(
+    "--centering/--no-centering",
+    default=True,
+    show_default=True,
+    help="Center the dense side on the corpus (mean and top components per side), as `index` does by default.",
+)
 
 
 def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype):
@@ -123,10 +129,11 @@ def eval_sts(
     "--alpha",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Dense weight of convex/minmax fusion [default: 0.75 convex, 0.3 minmax; tuned].",
+    help="Dense weight of convex/minmax fusion [default: 0.7 convex, 0.3 minmax; tuned].",
 )
 @max_chunks_option
 @max_queries_option
+@centering_option
 @chunking_options
 @engine_options
 @result_options
@@ -147,6 +154,7 @@ def eval_beir(
     alpha,
     max_chunks,
     max_queries,
+    centering,
     chunk_size,
     chunk_overlap,
     engine,
@@ -182,6 +190,7 @@ def eval_beir(
             alpha=alpha,
             max_chunks=max_chunks,
             max_queries=max_queries,
+            centering=centering,
             engine=None
             if engine == "local"
             else lambda enc: make_embedder(engine, enc, ray_address, workers, batch_size),
@@ -272,11 +281,12 @@ def report(results, out, title) -> None:
 @click.option("--split", default="train", show_default=True, help="BEIR qrels split; tune on train, never on test.")
 @max_queries_option
 @max_chunks_option
+@centering_option
 @chunking_options
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def eval_templates(
     model, adapter, template, pooling, device, dtype, batch_size, templates, sts_data, beir_dir, split,
-    max_queries, max_chunks, chunk_size, chunk_overlap, output,
+    max_queries, max_chunks, centering, chunk_size, chunk_overlap, output,
 ) -> None:  # fmt: skip
     """Rank prompt TEMPLATES (presets or strings with {text}) on tuning data: STS-B dev and/or BEIR queries.
 
@@ -294,7 +304,7 @@ def eval_templates(
     try:
         result = evaluate_templates(
             encoder, list(templates), sts_data=sts_data, beir_data=beir_dir, split=split, max_queries=max_queries,
-            chunk_size=chunk_size, chunk_overlap=chunk_overlap, max_chunks=max_chunks,
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap, max_chunks=max_chunks, centering=centering,
         )  # fmt: skip
     except USER_ERRORS as err:
         raise fail(err) from err

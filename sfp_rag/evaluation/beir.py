@@ -138,6 +138,7 @@ def dense_run(
     query_prompt: str | None = None,
     max_chunks: int | None = None,
     also: Run | None = None,
+    centering: bool = False,
 ) -> tuple[Run, dict]:
     """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats.
 
@@ -150,7 +151,11 @@ def dense_run(
 
     ``embedder`` (``texts -> vectors``, e.g. a ``RayEmbedder`` of ``encoder``) embeds the documents instead of the
     encoder itself; queries are always embedded here, with ``query_prompt`` (a preset or template string) when given
-    instead of the encoder's query template."""
+    instead of the encoder's query template.
+
+    ``centering`` centers both sides on the corpus as ``sfp-rag index`` does (``retrieval.centering``): fitted on
+    the chunks and on pseudo-queries cut from them, never on the queries."""
+    from ..retrieval.centering import fit_corpus
     from ..retrieval.chunking import chunk_text, make_splitter
     from ..retrieval.faiss_index import FaissIndex
     from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
@@ -174,13 +179,18 @@ def dense_run(
     )
     bar.close()
     t_embed = time.perf_counter() - t0 - t_chunk
+
+    def embed_queries(queries: list[str]) -> np.ndarray:
+        return encoder.encode(queries, prompt_name="query", prompt=query_prompt, batch_size=batch_size)
+
+    fitted = fit_corpus(texts, vectors, embed_queries) if centering else None
+    if fitted is not None:
+        vectors = fitted.documents(vectors)
     index = FaissIndex.build(vectors, factory)
     qids = list(data.queries)
-    queries = [data.queries[q] for q in qids]
-    if query_prompt is None:
-        qvecs = encoder.encode_queries(queries, batch_size=batch_size)
-    else:
-        qvecs = encoder.encode(queries, prompt_name="query", prompt=query_prompt, batch_size=batch_size)
+    qvecs = embed_queries([data.queries[q] for q in qids])
+    if fitted is not None:
+        qvecs = fitted.queries(qvecs)
     chunks_per_doc = len(texts) / max(len(data.corpus), 1)
     k = min(len(texts), int(math.ceil(depth * chunks_per_doc * 2)))
     scores, ids = index.search(qvecs, k)
@@ -204,6 +214,7 @@ def dense_run(
         "chunk_s": round(t_chunk, 1),
         "embed_s": round(t_embed, 1),
         "total_s": round(time.perf_counter() - t0, 1),
+        "centering": None if fitted is None else {"components": fitted.components},
     }
     return run, stats
 
@@ -290,6 +301,7 @@ def evaluate_beir(
     alpha: float | None = None,
     max_chunks: int | None = None,
     max_queries: int | None = None,
+    centering: bool = True,
 ) -> dict[str, Any]:
     """Score each system on one BEIR dataset.
 
@@ -301,6 +313,8 @@ def evaluate_beir(
         fusion, alpha: how the hybrids fuse (see ``retrieval.fusion``; alpha None: its tuned default).
         max_chunks, max_queries: cheaper tuning sweeps: each document's first N chunks, a fixed subset of the queries
             (both recorded in the result; such numbers are not comparable with full ones).
+        centering: center the sfp systems' dense side on the corpus, as ``sfp-rag index`` does by default (the
+            peer encoders are scored as they come).
     """
     from ..retrieval.fusion import check_fusion, resolve_alpha
 
@@ -327,6 +341,7 @@ def evaluate_beir(
             runs[label], stats[label] = dense_run(
                 encoder, data, chunk_size, chunk_overlap, batch_size=batch_size, embedder=embedder,
                 max_chunks=max_chunks, also=lookups if label in (hybrid or []) else None,
+                centering=centering and hasattr(encoder, "prompt_tokenizer"),
             )  # fmt: skip
             if hasattr(embedder, "close"):
                 embedder.close()
@@ -345,6 +360,7 @@ def evaluate_beir(
         "stats": stats,
         "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "max_chunks": max_chunks},
         "max_queries": max_queries,
+        "centering": centering,
         "fusion": {"method": fusion, "alpha": resolve_alpha(fusion, alpha)} if hybrid else None,
     }
 

@@ -32,9 +32,11 @@ def evaluate_templates(
     chunk_size: int = 256,
     chunk_overlap: int = 32,
     max_chunks: int | None = None,
+    centering: bool = True,
 ) -> dict[str, Any]:
     """Score each template; returns ``{"rows": [{template, stsb_dev, ndcg10, recall100}], ...}`` ranked by the
-    BEIR score when there is one, else by STS-B dev."""
+    BEIR score when there is one, else by STS-B dev. ``centering``: center the BEIR runs on the corpus, as the
+    index does (pseudo-queries under each candidate template)."""
     from .beir import dense_run, load_beir, score_run, subset_queries
     from .sts import evaluate_sts
 
@@ -54,7 +56,8 @@ def evaluate_templates(
             scores = evaluate_sts(variant, sts_data, tasks=["STSBenchmark-dev"])["scores"]
             row["stsb_dev"] = round(scores["STSBenchmark-dev"], 2)
         if data is not None:
-            run, _ = dense_run(encoder, data, chunk_size, chunk_overlap, query_prompt=template, max_chunks=max_chunks)
+            run, _ = dense_run(encoder, data, chunk_size, chunk_overlap, query_prompt=template, max_chunks=max_chunks,
+                               centering=centering)  # fmt: skip
             scores = score_run(data.qrels, run)
             row["ndcg10"], row["recall100"] = round(scores["nDCG@10"], 2), round(scores["Recall@100"], 2)
         logger.info("template %s: %s", template, row)
@@ -66,6 +69,7 @@ def evaluate_templates(
         "document_template": encoder.config.template,
         "beir": {"dataset": data.name, "split": split, "queries": len(data.queries)} if data is not None else None,
         "chunking": {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "max_chunks": max_chunks},
+        "centering": centering if data is not None else None,
         "rows": rows,
     }
 

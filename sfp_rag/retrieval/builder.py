@@ -24,6 +24,7 @@ import numpy as np
 
 from .._utils import atomic_directory, atomic_write_json, ensure_writable_dir, package_versions, progress_bar
 from ..embedding.tokenization import check_texts
+from .centering import CENTERING_FILE, CenteredRows, Centering, fit_corpus
 from .chunking import chunk_sources, make_splitter
 from .documents import (
     DEFAULT_MAX_FILE_MB,
@@ -55,6 +56,7 @@ from .vector_store import ShardedVectorStore, embed_with_store
 
 logger = logging.getLogger(__name__)
 
+REFIT_CHANGE = 0.1  # refit the centering when the corpus has grown or shrunk by more than this fraction
 EMBED_GROUP = 1024  # chunks embedded (and saved for resuming) at a time; larger groups sort by length better
 
 
@@ -166,6 +168,7 @@ def build_index(
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     batch_size: int = 32,
     hybrid: bool = True,
+    centering: bool = True,
     ondisk: bool = False,
     embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None = None,
@@ -190,6 +193,8 @@ def build_index(
         max_file_mb: skip files larger than this.
         hybrid: also build a BM25 index over the chunks, for ``hybrid`` (the default search, measured best) and
             ``bm25`` search; False builds a dense-only index.
+        centering: center the dense side on the corpus's own statistics (``centering.py``; measured better on the
+            tuning split); skipped for corpora under ``centering.MIN_CHUNKS`` chunks.
 
     Raises:
         IndexFolderError: ``out_dir`` cannot be used (see ``index_folder.check_build_target``).
@@ -202,7 +207,8 @@ def build_index(
     options = dict(chunk_size=chunk_size, chunk_overlap=chunk_overlap, factory=factory, batch_size=batch_size)
     return _locked_write(
         Path(out_dir), encoder, folder_sources(scan), dict(scan.skipped), sync=True, delete=(), docs=docs,
-        rebuild=rebuild, hybrid=hybrid, ondisk=ondisk, embedder=embedder, show_progress=show_progress, **options,
+        rebuild=rebuild, hybrid=hybrid, centering=centering, ondisk=ondisk, embedder=embedder,
+        show_progress=show_progress, **options,
     )  # fmt: skip
 
 
@@ -217,11 +223,13 @@ def update_index(
     factory: str | None = None,
     batch_size: int = 32,
     hybrid: bool | None = None,
+    centering: bool | None = None,
     embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None = None,
 ) -> BuildReport:
     """Add (or replace) ``add`` and drop the sources in ``delete``; every other source stays as it is. An index that
-    does not exist yet is created from ``add``. Unset options keep the index's own (chunking, factory, hybrid)."""
+    does not exist yet is created from ``add``. Unset options keep the index's own (chunking, factory, hybrid,
+    centering)."""
     out = Path(out_dir)
     check_build_target(out)
     delete = list(delete)
@@ -243,10 +251,12 @@ def update_index(
         ondisk=bool(kept.get("ondisk")),
     )
     hybrid = bool(recorded.get("hybrid", True)) if hybrid is None else hybrid  # a new index: hybrid, the default
+    if centering is None:  # a new index: centered, the default; one from before centering existed stays as it is
+        centering = bool((recorded.get("centering") or {}).get("enabled")) if old is not None else True
     docs = recorded.get("docs_dir")
     return _locked_write(
         out, encoder, list(add), {}, sync=False, delete=delete, docs=Path(docs) if docs else None, rebuild=False,
-        hybrid=hybrid, embedder=embedder, show_progress=show_progress, **options,
+        hybrid=hybrid, centering=centering, embedder=embedder, show_progress=show_progress, **options,
     )  # fmt: skip
 
 
@@ -285,6 +295,7 @@ def _write(
     batch_size: int,
     rebuild: bool,
     hybrid: bool,
+    centering: bool = True,
     ondisk: bool = False,
     embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None,
@@ -392,16 +403,19 @@ def _write(
                 files_table[rel] = {**entry, "first_row": row, "chunks": len(lines)}
                 row += len(lines)
         matrix.flush()
+        fitted, fitted_on = _centering(tmp, matrix, encoder, old, batch_size) if centering else (None, None)
+        centered = {"enabled": centering, "fitted": fitted_on}
+        searchable = CenteredRows(matrix, fitted.documents) if fitted is not None else matrix
         if ondisk:
             chosen = choose_factory(n, encoder.dim) if factory == AUTO else factory
-            faiss_index = build_ondisk(matrix, chosen, tmp)
+            faiss_index = build_ondisk(searchable, chosen, tmp)
         else:
-            faiss_index = FaissIndex.build(matrix, factory)
+            faiss_index = FaissIndex.build(searchable, factory)
             faiss_index.save(tmp / FAISS_FILE)
         report.index_type = faiss_index.factory
         if factory == AUTO:
             logger.info("index type auto: %s for %d vectors", faiss_index.factory, n)
-        del matrix
+        del matrix, searchable
         atomic_write_json(tmp / FILES, files_table)
         if hybrid:
             from .bm25 import BM25Index
@@ -409,10 +423,29 @@ def _write(
             BM25Index.build(_all_texts(tmp)).save(tmp / BM25_DIR)
         report.files, report.chunks = len(indexed), n
         atomic_write_json(
-            tmp / MANIFEST, _manifest(docs, encoder, faiss_index, chunking, report, hybrid, old, factory, ondisk)
+            tmp / MANIFEST,
+            _manifest(docs, encoder, faiss_index, chunking, report, hybrid, old, factory, ondisk, centered),
         )
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _centering(tmp: Path, matrix: np.ndarray, encoder, old: Collection | None, batch_size: int):
+    """The index's centering, saved into ``tmp``, and what the manifest records of it: the previous index's when it
+    was fitted on a corpus within ``REFIT_CHANGE`` of this one's size (a small update does not re-embed the
+    pseudo-queries), else one fitted anew (None, None: the corpus is too small to fit one)."""
+    n = matrix.shape[0]
+    before = (old.manifest.get("centering") or {}).get("fitted") if old is not None else None
+    close = before is not None and abs(n - before["chunks"]) <= REFIT_CHANGE * before["chunks"]
+    if close and (old.path / CENTERING_FILE).exists():
+        fitted, info = Centering.load(old.path / CENTERING_FILE), before
+    else:
+        embed = functools.partial(encoder.encode_queries, batch_size=batch_size, show_progress_bar=False)
+        fitted = fit_corpus(_all_texts(tmp), matrix, embed)
+        info = None if fitted is None else {"chunks": n, "components": fitted.components}
+    if fitted is not None:
+        fitted.save(tmp / CENTERING_FILE)
+    return fitted, info
 
 
 def _open_previous(out: Path, encoder) -> Collection | None:
@@ -449,6 +482,7 @@ def _manifest(
     old: Collection | None,
     factory: str,
     ondisk: bool,
+    centering: dict[str, Any],
 ) -> dict[str, Any]:
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return {
@@ -469,6 +503,7 @@ def _manifest(
         },
         "chunking": chunking,
         "hybrid": hybrid,
+        "centering": centering,  # enabled: asked for; fitted: on how many chunks (None: not centered)
         "corpus": {"files": report.files, "chunks": report.chunks, "skipped": report.skipped},
         "versions": package_versions(
             "sfp-rag", "torch", "transformers", "faiss-cpu", "faiss-gpu-cu12", "llama-index-core", "peft"

@@ -35,8 +35,9 @@ DEFAULT_DEPTH = 100
 FUSIONS = ("convex", "minmax", "rrf")
 DEFAULT_FUSION = "convex"
 # dense weight of each convex fusion, chosen on NFCorpus train for the default model (module docstring): convex the
-# argmax of a 0.05 grid; minmax that of the 0.1 grid it shipped with (0.35 on the finer grid, +0.05 nDCG@10)
-DEFAULT_ALPHAS = {"convex": 0.75, "minmax": 0.3}
+# argmax of a 0.05 grid over the centered index (the default since centering; 0.75 before it); minmax that of the
+# 0.1 grid it shipped with, uncentered (0.35 on the finer grid, +0.05 nDCG@10)
+DEFAULT_ALPHAS = {"convex": 0.7, "minmax": 0.3}
 DEFAULT_ALPHA = DEFAULT_ALPHAS[DEFAULT_FUSION]
 COSINE_FLOOR = -1.0  # the lowest cosine: TM2C2's theoretical minimum of the dense scores (BM25's is 0)
 
@@ -141,12 +142,12 @@ def _row(scores: np.ndarray, ids: np.ndarray) -> dict[int, float]:
     return {int(i): float(s) for s, i in zip(scores, ids) if i >= 0}
 
 
-def _lookup(vectors: np.ndarray, query: np.ndarray, rows: set[int]) -> dict[int, float]:
-    """Exact inner products of ``query`` with the stored vectors of ``rows``."""
+def _lookup(collection, query: np.ndarray, rows: set[int]) -> dict[int, float]:
+    """Exact inner products of ``query`` (as searched) with the vectors of ``rows`` as the index holds them."""
     if not rows:
         return {}
     order = sorted(rows)
-    return dict(zip(order, (np.asarray(vectors[order], dtype=np.float32) @ query).tolist()))
+    return dict(zip(order, (collection.searched_vectors(order) @ query).tolist()))
 
 
 def hybrid_search(
@@ -173,12 +174,12 @@ def hybrid_search(
         ]
     if vectors is None:
         vectors = searcher.encoder.encode_queries(queries)
+    vectors = collection.search_queries(vectors)
     dense_scores, dense_ids = collection.faiss.search(vectors, min(depth, collection.ntotal), search_params)
-    stored = collection.vectors() if fusion == "convex" else None
     results = []
     for query, ds, di, ss, si in zip(vectors, dense_scores, dense_ids, sparse_scores, sparse_ids):
         dense, sparse = _row(ds, di), _row(ss, si)
-        lookup = _lookup(stored, query, sparse.keys() - dense.keys()) if stored is not None else None
+        lookup = _lookup(collection, query, sparse.keys() - dense.keys()) if fusion == "convex" else None
         fused = fuse_scores(dense, sparse, fusion, alpha, lookup)
         results.append([collection.hit(i, s) for i, s in fused[:k]])
     return results

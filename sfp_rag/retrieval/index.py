@@ -178,6 +178,7 @@ def describe(path: str | Path, sources: bool = False) -> dict[str, Any]:
         "template": encoder.get("template"),
         "query_template": encoder.get("query_template"),  # None: queries use the template
         "hybrid": coll.has_bm25,
+        "centered": bool((m.get("centering") or {}).get("fitted")),
         "index_type": m["index"]["factory"],
         "bytes": sum(f.stat().st_size for f in coll.path.rglob("*") if f.is_file()),
         "created": m.get("created"),

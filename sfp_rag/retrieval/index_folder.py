@@ -7,6 +7,7 @@ Layout (format ``sfp-rag-index/1``):
     vectors.npy      float32 (N, d) embeddings, row i = docstore line i (the source of truth for rebuilds)
     docstore.jsonl   one JSON object per chunk: source, chunk, start, end, text
     files.json       relpath -> sha256, size, first row and number of chunks (for incremental updates)
+    centering.npz    optional: the corpus centering (``centering.py``); index.faiss then holds centered vectors
     bm25/            optional BM25 index over the chunk texts (hybrid search)
 
 A folder is written complete into a temporary directory and renamed into place, so a reader sees either the old
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .centering import CENTERING_FILE, Centering
 from .faiss_index import FaissIndex
 from .fusion import DEFAULT_ALPHA
 
@@ -233,6 +235,7 @@ class Collection:
         self._lines: list[bytes] | None = None
         self._files: dict[str, Any] | None = None
         self._bm25 = None
+        self._centering: Centering | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> Collection:
@@ -361,7 +364,27 @@ class Collection:
             self._bm25 = BM25Index.load(self.path / BM25_DIR)
         return self._bm25
 
+    @property
+    def centering(self) -> Centering | None:
+        """The corpus centering the dense side was built with (None: the index is not centered)."""
+        if self._centering is None and (self.manifest.get("centering") or {}).get("fitted"):
+            where = self.path / CENTERING_FILE
+            try:
+                self._centering = Centering.load(where)
+            except (OSError, ValueError, KeyError) as err:
+                raise IndexFolderError(f"{where} is missing or damaged ({err}); {rebuild_hint(self.path)}") from None
+        return self._centering
+
+    def search_queries(self, queries: np.ndarray) -> np.ndarray:
+        """Query embeddings (as the encoder gives them) in the space the FAISS index searches."""
+        return queries if self.centering is None else self.centering.queries(queries)
+
+    def searched_vectors(self, rows: list[int]) -> np.ndarray:
+        """The stored vectors of ``rows`` as the FAISS index holds them (centered when the index is)."""
+        vectors = np.asarray(self.vectors()[rows], dtype=np.float32)
+        return vectors if self.centering is None else self.centering.documents(vectors)
+
     def search_vectors(self, queries: np.ndarray, k: int, params: dict[str, int] | None = None) -> list[list[Hit]]:
-        """Dense top-``k`` for each query vector (``params``: FAISS search parameters for this search)."""
-        scores, ids = self.faiss.search(queries, min(k, max(self.ntotal, 1)), params)
+        """Dense top-``k`` for each query embedding (``params``: FAISS search parameters for this search)."""
+        scores, ids = self.faiss.search(self.search_queries(queries), min(k, max(self.ntotal, 1)), params)
         return [[self.hit(i, s) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
