@@ -139,6 +139,7 @@ def dense_run(
     max_chunks: int | None = None,
     also: Run | None = None,
     centering: bool = False,
+    components: int | None = None,
 ) -> tuple[Run, dict]:
     """Top-``depth`` documents per query by their best chunk; also returns chunk and timing stats.
 
@@ -154,8 +155,9 @@ def dense_run(
     instead of the encoder's query template.
 
     ``centering`` centers both sides on the corpus as ``sfp-rag index`` does (``retrieval.centering``): fitted on
-    the chunks and on pseudo-queries cut from them, never on the queries."""
-    from ..retrieval.centering import fit_corpus
+    the chunks and on pseudo-queries cut from them, never on the queries; ``components`` (None: the index's
+    default) how many top directions it removes."""
+    from ..retrieval.centering import DEFAULT_COMPONENTS, fit_corpus
     from ..retrieval.chunking import chunk_text, make_splitter
     from ..retrieval.faiss_index import FaissIndex
     from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
@@ -183,7 +185,8 @@ def dense_run(
     def embed_queries(queries: list[str]) -> np.ndarray:
         return encoder.encode(queries, prompt_name="query", prompt=query_prompt, batch_size=batch_size)
 
-    fitted = fit_corpus(texts, vectors, embed_queries) if centering else None
+    k = DEFAULT_COMPONENTS if components is None else components
+    fitted = fit_corpus(texts, vectors, embed_queries, components=k) if centering else None
     if fitted is not None:
         vectors = fitted.documents(vectors)
     index = FaissIndex.build(vectors, factory)
