@@ -136,3 +136,19 @@ def test_importing_the_package_imports_no_torch():
     code = "import sys, sfp_rag, sfp_rag.cli; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"], "importing sfp_rag (or its CLI) must not import torch or transformers"
+
+
+def test_option_lists_repeated_to_keep_imports_light_agree_with_the_library():
+    """The CLI and the report repeat a few tuples of names instead of importing torch-heavy modules at start-up."""
+    from sfp_rag.cli.core import encoder_options
+    from sfp_rag.cli.train_commands import train
+    from sfp_rag.embedding.pooling import POOLING_MODES
+    from sfp_rag.evaluation.report import OBJECTIVE_NAMES
+    from sfp_rag.training.config import OBJECTIVES
+
+    options = {p.name: p for p in train.params}
+    assert tuple(options["objective"].type.choices) == OBJECTIVES
+    assert tuple(options["pooling"].type.choices) == POOLING_MODES
+    shared = {p.name: p for p in encoder_options(lambda **kw: None).__click_params__}
+    assert tuple(shared["pooling"].type.choices) == POOLING_MODES
+    assert sorted(OBJECTIVE_NAMES) == sorted(OBJECTIVES)

@@ -16,6 +16,10 @@ from .._utils import atomic_write_text, require
 
 logger = logging.getLogger(__name__)
 
+# training.config.OBJECTIVES, repeated because evaluation does not import training (a test keeps them equal); a
+# folder name is matched against them in this order, the two-pass names before "single-pass"
+OBJECTIVE_NAMES = ("two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "single-pass")
+
 
 # What each kind of result file must hold for its section of the report.
 _REQUIRED = {
@@ -299,5 +303,4 @@ def _objective(log: dict) -> str:
         return data.get("training", data)["objective"]  # an sfp_config.json, or its bare training section
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         name = path.parent.name
-        known = ("two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "single-pass")
-        return next((o for o in known if o in name), name)
+        return next((o for o in OBJECTIVE_NAMES if o in name), name)
