@@ -15,6 +15,7 @@ from sfp_rag.retrieval.centering import CENTERING_FILE, CenteredRows, Centering,
 from sfp_rag.retrieval.faiss_index import brute_force_search
 from sfp_rag.retrieval.index_folder import Collection, IndexFolderError
 from sfp_rag.retrieval.searcher import Searcher
+from tests.test_pipeline import tm2c2_reference
 
 
 def reference_transform(fit_on: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
@@ -184,15 +185,8 @@ def test_hybrid_lookups_use_the_centered_space(tmp_path, encoder, small_min):
     bm25_scores, bm25_ids = coll.bm25.search(queries, depth)
     looked_up = 0
     for vec, got, bs, bi in zip(centered_queries, hits, bm25_scores, bm25_ids):
-        cosines = centered_docs @ vec
-        dense = [int(i) for i in np.argsort(-cosines)[:depth]]
-        sparse = {int(i): float(s) for s, i in zip(bs, bi) if i >= 0}
-        looked_up += len(set(sparse) - set(dense))
-        ref = {
-            d: alpha * (cosines[d] + 1) / (cosines[dense[0]] + 1)
-            + (1 - alpha) * sparse.get(d, 0.0) / max(sparse.values())
-            for d in set(dense) | set(sparse)
-        }
+        ref, only_bm25 = tm2c2_reference(centered_docs @ vec, bs, bi, alpha, depth)
+        looked_up += only_bm25
         assert [h.score for h in got] == pytest.approx(sorted(ref.values(), reverse=True)[:3], abs=1e-4)
     assert looked_up > 0
 

@@ -154,6 +154,35 @@ def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
         assert list(deep[q])[:2] == list(run[q])[:2] and deep[q] == pytest.approx(run[q], abs=1e-4)
 
 
+def test_a_centered_run_equals_a_brute_force_reference(tmp_path, tiny_encoder, monkeypatch):
+    """``centering=True`` scores as the index does: both sides centered on the corpus (chunks and pseudo-queries)."""
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    from sfp_rag.retrieval import centering
+    from sfp_rag.retrieval.chunking import chunk_text, make_splitter
+    from tests.test_centering import reference_transform
+
+    monkeypatch.setattr(centering, "MIN_CHUNKS", 5)
+    data = load_beir(make_beir(tmp_path / "b"))
+    run, stats = dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, depth=10, show_progress=False,
+                           centering=True, components=2)  # fmt: skip
+    assert stats["centering"] == {"components": 2}
+    splitter = make_splitter(lambda s: tiny_encoder.tokenizer.encode(s, add_special_tokens=False), 16, 0)
+    owners, texts = [], []
+    for d in data.corpus:
+        for c in chunk_text(splitter, d, data.doc_text(d)):
+            owners.append(d)
+            texts.append(c.text)
+    chunk_vecs = tiny_encoder.encode(texts)
+    pseudo = tiny_encoder.encode_queries(centering.pseudo_queries(texts))
+    docs = reference_transform(chunk_vecs, chunk_vecs, 2)
+    for q, qtext in data.queries.items():
+        sims = docs @ reference_transform(pseudo, tiny_encoder.encode_queries([qtext]), 2)[0]
+        best = {d: max(float(s) for s, o in zip(sims, owners) if o == d) for d in data.corpus}
+        assert run[q] == pytest.approx(best, abs=1e-4)
+    plain, _ = dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, depth=10, show_progress=False)
+    assert plain["q1"] != pytest.approx(run["q1"], abs=1e-3)  # centering changed the scores
+
+
 def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
     from sfp_rag.embedding.encoder import SFPEncoder

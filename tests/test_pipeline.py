@@ -249,6 +249,18 @@ def test_approximate_index_type_and_hybrid(docs, encoder, tmp_path):
         Searcher(Collection.open(tmp_path / "dense-only"), encoder).search("x", mode="hybrid")
 
 
+def tm2c2_reference(cosines, bm25_scores, bm25_ids, alpha: float, depth: int) -> tuple[dict[int, float], int]:
+    """TM2C2 by hand for one query: its exact cosine with every row and BM25's top ``depth``; the fused score of each
+    candidate of either list, and how many candidates only BM25 found (those the index must look up)."""
+    dense = [int(i) for i in np.argsort(-cosines)[:depth]]
+    sparse = {int(i): float(s) for s, i in zip(bm25_scores, bm25_ids) if i >= 0}
+    ref = {
+        d: alpha * (cosines[d] + 1) / (cosines[dense[0]] + 1) + (1 - alpha) * sparse.get(d, 0.0) / max(sparse.values())
+        for d in set(dense) | set(sparse)
+    }
+    return ref, len(set(sparse) - set(dense))
+
+
 def test_hybrid_search_equals_a_brute_force_tm2c2_reference(docs, encoder, tmp_path):
     """Index path, with a depth below the corpus size so BM25 finds chunks the dense search does not: every
     candidate is fused with its exact cosine from the stored vectors, a dense-only one with BM25 score 0."""
@@ -266,15 +278,8 @@ def test_hybrid_search_equals_a_brute_force_tm2c2_reference(docs, encoder, tmp_p
     bm25_scores, bm25_ids = coll.bm25.search(queries, depth)
     looked_up = 0
     for q, vec, got, bs, bi in zip(queries, vectors, hits, bm25_scores, bm25_ids):
-        cosines = np.asarray(coll.vectors()) @ vec
-        dense = [int(i) for i in np.argsort(-cosines)[:depth]]
-        sparse = {int(i): float(s) for s, i in zip(bs, bi) if i >= 0}
-        looked_up += len(set(sparse) - set(dense))
-        ref = {
-            d: alpha * (cosines[d] + 1) / (cosines[dense[0]] + 1)
-            + (1 - alpha) * sparse.get(d, 0.0) / max(sparse.values())
-            for d in set(dense) | set(sparse)
-        }
+        ref, only_bm25 = tm2c2_reference(np.asarray(coll.vectors()) @ vec, bs, bi, alpha, depth)
+        looked_up += only_bm25
         assert [h.row for h in got] == sorted(ref, key=lambda d: (-ref[d], str(d)))[:2], q
         assert [h.score for h in got] == pytest.approx(sorted(ref.values(), reverse=True)[:2], abs=1e-5)
     assert looked_up > 0  # the case the lookup is for did occur
