@@ -226,13 +226,17 @@ def test_no_centering_and_indexes_from_before_it(tmp_path, encoder, small_min):
     assert Collection.open(out).centering is None
 
 
-def test_a_missing_centering_file_is_reported(tmp_path, encoder, small_min):
+def test_a_missing_or_damaged_centering_file_is_reported(tmp_path, encoder, small_min):
     texts, ids = corpus(40)
     out = tmp_path / "kb"
     _build(encoder, out, texts, ids, hybrid=False)
-    (out / CENTERING_FILE).unlink()
-    with pytest.raises(IndexFolderError, match="centering.npz is missing or damaged.*rebuild"):
-        Collection.open(out).search_vectors(encoder.encode_queries(["cats"]), 2)
+    for damage in ("garbage", "missing"):
+        if damage == "garbage":
+            (out / CENTERING_FILE).write_bytes(b"PK\x03\x04 not really a zip file")
+        else:
+            (out / CENTERING_FILE).unlink()
+        with pytest.raises(IndexFolderError, match="centering.npz is missing or damaged.*rebuild"):
+            Collection.open(out).search_vectors(encoder.encode_queries(["cats"]), 2)
 
 
 def test_build_index_from_a_folder_is_centered_by_default(tmp_path, encoder, small_min):

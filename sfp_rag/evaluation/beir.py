@@ -185,8 +185,8 @@ def dense_run(
     def embed_queries(queries: list[str]) -> np.ndarray:
         return encoder.encode(queries, prompt_name="query", prompt=query_prompt, batch_size=batch_size)
 
-    k = DEFAULT_COMPONENTS if components is None else components
-    fitted = fit_corpus(texts, vectors, embed_queries, components=k) if centering else None
+    n_components = DEFAULT_COMPONENTS if components is None else components
+    fitted = fit_corpus(texts, vectors, embed_queries, components=n_components) if centering else None
     if fitted is not None:
         vectors = fitted.documents(vectors)
     index = FaissIndex.build(vectors, factory)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -371,7 +372,7 @@ class Collection:
             where = self.path / CENTERING_FILE
             try:
                 self._centering = Centering.load(where)
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
                 raise IndexFolderError(f"{where} is missing or damaged ({err}); {rebuild_hint(self.path)}") from None
         return self._centering
 
