@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 CENTERING_FILE = "centering.npz"
 DEFAULT_COMPONENTS = 5
 PSEUDO_QUERIES = 1500
-MIN_CHUNKS = 200  # fewer chunks: no centering (a mean and 5 directions from a handful of vectors fit noise)
+MIN_CHUNKS = 200  # fewer chunks: no centering (5 directions from a handful of vectors fit noise); a guard, not tuned
 SPAN_WORDS = (4, 12)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
