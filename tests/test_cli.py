@@ -113,6 +113,26 @@ def test_index_then_query_round_trip(tmp_path, tiny_model_dir, monkeypatch):
     assert json.loads(again.stdout)["embedded"] == 0
 
 
+def test_index_centers_by_default_and_not_with_no_centering(tmp_path, tiny_model_dir, monkeypatch):
+    from sfp_rag.retrieval import centering
+    from tests.test_centering import corpus
+
+    monkeypatch.setattr(centering, "MIN_CHUNKS", 20)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for text, name in zip(*corpus(30)):
+        (docs / f"{name}.txt").write_text(text)
+    runner = CliRunner()
+    for flag, centered in ((), True), (("--no-centering",), False):
+        out = tmp_path / f"kb{int(centered)}"
+        result = _index(runner, docs, tiny_model_dir, "--out", str(out), "--dense-only", *flag)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["centering"]["enabled"] is centered and bool(manifest["centering"]["fitted"]) is centered
+        hits = runner.invoke(main, ["-q", "query", "cats purr", "--index", str(out), "-k", "1", "--json"])
+        assert hits.exit_code == 0 and json.loads(hits.stdout)["hits"][0]["source"].endswith(".txt")
+
+
 def test_index_reports_skipped_files(tmp_path, tiny_model_dir):
     from tests.test_pipeline import write_docs
 
