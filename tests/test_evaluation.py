@@ -128,19 +128,25 @@ def test_fusion_convex_is_the_default_and_looks_up_the_cosines_past_the_depth():
 # --- dense runs through the index path -------------------------------------------------------------------------
 
 
-def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
-    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+def chunks_of(encoder, data, size: int) -> tuple[list[str], list[str]]:
+    """Each chunk's document and text, chunked by hand as the index does (no overlap)."""
     from sfp_rag.retrieval.chunking import chunk_text, make_splitter
 
-    data = load_beir(make_beir(tmp_path / "b"))
-    run, stats = dense_run(tiny_encoder, data, chunk_size=32, chunk_overlap=0, depth=10, show_progress=False)
-    assert stats["chunks"] > len(CORPUS)  # d2 was split
-    splitter = make_splitter(lambda s: tiny_encoder.tokenizer.encode(s, add_special_tokens=False), 32, 0)
+    splitter = make_splitter(lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), size, 0)
     owners, texts = [], []
     for d in data.corpus:
         for c in chunk_text(splitter, d, data.doc_text(d)):
             owners.append(d)
             texts.append(c.text)
+    return owners, texts
+
+
+def test_document_score_is_its_best_chunk(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    data = load_beir(make_beir(tmp_path / "b"))
+    run, stats = dense_run(tiny_encoder, data, chunk_size=32, chunk_overlap=0, depth=10, show_progress=False)
+    assert stats["chunks"] > len(CORPUS)  # d2 was split
+    owners, texts = chunks_of(tiny_encoder, data, 32)
     chunk_vecs = tiny_encoder.encode(texts)
     for q, qtext in data.queries.items():
         sims = chunk_vecs @ tiny_encoder.encode(qtext)
@@ -158,7 +164,6 @@ def test_a_centered_run_equals_a_brute_force_reference(tmp_path, tiny_encoder, m
     """``centering=True`` scores as the index does: both sides centered on the corpus (chunks and pseudo-queries)."""
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
     from sfp_rag.retrieval import centering
-    from sfp_rag.retrieval.chunking import chunk_text, make_splitter
     from tests.test_centering import reference_transform
 
     monkeypatch.setattr(centering, "MIN_CHUNKS", 5)
@@ -166,12 +171,7 @@ def test_a_centered_run_equals_a_brute_force_reference(tmp_path, tiny_encoder, m
     run, stats = dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, depth=10, show_progress=False,
                            centering=True, components=2)  # fmt: skip
     assert stats["centering"] == {"components": 2}
-    splitter = make_splitter(lambda s: tiny_encoder.tokenizer.encode(s, add_special_tokens=False), 16, 0)
-    owners, texts = [], []
-    for d in data.corpus:
-        for c in chunk_text(splitter, d, data.doc_text(d)):
-            owners.append(d)
-            texts.append(c.text)
+    owners, texts = chunks_of(tiny_encoder, data, 16)
     chunk_vecs = tiny_encoder.encode(texts)
     pseudo = tiny_encoder.encode_queries(centering.pseudo_queries(texts))
     docs = reference_transform(chunk_vecs, chunk_vecs, 2)
