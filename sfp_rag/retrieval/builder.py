@@ -76,6 +76,7 @@ class BuildReport:
     removed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     index_type: str = ""  # the FAISS factory string used (what "auto" chose)
+    centering_s: float = 0.0  # fitting (or reusing) the corpus centering, pseudo-query embedding included
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -403,7 +404,9 @@ def _write(
                 files_table[rel] = {**entry, "first_row": row, "chunks": len(lines)}
                 row += len(lines)
         matrix.flush()
+        started = time.perf_counter()
         fitted, fitted_on = _centering(tmp, matrix, encoder, old, batch_size) if centering else (None, None)
+        report.centering_s = round(time.perf_counter() - started, 2)
         centered = {"enabled": centering, "fitted": fitted_on}
         searchable = CenteredRows(matrix, fitted.documents) if fitted is not None else matrix
         if ondisk:
