@@ -108,13 +108,11 @@ TOPICS = {
     "hearts": "Regular exercise lowers blood pressure and the risk of heart disease in older adults",
     "trains": "The night train crosses the mountains slowly and reaches the coast early in the morning",
 }
-
-
 WORDS = "river stone light paper green window quiet market summer garden letter winter engine silver".split()
 
 
 def corpus(n: int) -> tuple[list[str], list[str]]:
-    """``n`` notes on five topics, each with its own words (so no two score the same)."""
+    """``n`` notes on five topics, each with its own words (a chunk holding only a topic sentence can still tie)."""
     rng = np.random.default_rng(7)
     names = list(TOPICS)
     texts = [
