@@ -340,11 +340,12 @@ def evaluate_beir(
                 stats[label] = {"total_s": round(time.perf_counter() - t, 1)}
         else:
             encoder = system() if callable(system) and not hasattr(system, "encode") else system  # lazy: one at a time
-            embedder = engine(encoder) if engine is not None and hasattr(encoder, "prompt_tokenizer") else None
+            sfp = hasattr(encoder, "prompt_tokenizer")  # an SFP encoder, not a peer
+            embedder = engine(encoder) if engine is not None and sfp else None
             runs[label], stats[label] = dense_run(
                 encoder, data, chunk_size, chunk_overlap, batch_size=batch_size, embedder=embedder,
                 max_chunks=max_chunks, also=lookups if label in (hybrid or []) else None,
-                centering=centering and hasattr(encoder, "prompt_tokenizer"),
+                centering=centering and sfp,
             )  # fmt: skip
             if hasattr(embedder, "close"):
                 embedder.close()

@@ -404,8 +404,11 @@ def _write(
                 files_table[rel] = {**entry, "first_row": row, "chunks": len(lines)}
                 row += len(lines)
         matrix.flush()
+        chunk_texts = functools.cache(lambda: _all_texts(tmp))  # the docstore is read once, by whichever needs it
         started = time.perf_counter()
-        fitted, fitted_on = _centering(tmp, matrix, encoder, old, batch_size) if centering else (None, None)
+        fitted, fitted_on = (
+            _centering(tmp, matrix, chunk_texts, encoder, old, batch_size) if centering else (None, None)
+        )
         report.centering_s = round(time.perf_counter() - started, 2)
         centered = {"enabled": centering, "fitted": fitted_on}
         searchable = CenteredRows(matrix, fitted.documents) if fitted is not None else matrix
@@ -423,7 +426,7 @@ def _write(
         if hybrid:
             from .bm25 import BM25Index
 
-            BM25Index.build(_all_texts(tmp)).save(tmp / BM25_DIR)
+            BM25Index.build(chunk_texts()).save(tmp / BM25_DIR)
         report.files, report.chunks = len(indexed), n
         atomic_write_json(
             tmp / MANIFEST,
@@ -433,10 +436,17 @@ def _write(
     return report
 
 
-def _centering(tmp: Path, matrix: np.ndarray, encoder, old: Collection | None, batch_size: int):
+def _centering(
+    tmp: Path,
+    matrix: np.ndarray,
+    chunk_texts: Callable[[], list[str]],
+    encoder,
+    old: Collection | None,
+    batch_size: int,
+):
     """The index's centering, saved into ``tmp``, and what the manifest records of it: the previous index's when it
     was fitted on a corpus within ``REFIT_CHANGE`` of this one's size (a small update does not re-embed the
-    pseudo-queries), else one fitted anew (None, None: the corpus is too small to fit one)."""
+    pseudo-queries nor read the chunk texts), else one fitted anew (None, None: the corpus is too small to fit one)."""
     n = matrix.shape[0]
     before = (old.manifest.get("centering") or {}).get("fitted") if old is not None else None
     close = before is not None and abs(n - before["chunks"]) <= REFIT_CHANGE * before["chunks"]
@@ -444,7 +454,7 @@ def _centering(tmp: Path, matrix: np.ndarray, encoder, old: Collection | None, b
         fitted, info = Centering.load(old.path / CENTERING_FILE), before
     else:
         embed = functools.partial(encoder.encode_queries, batch_size=batch_size, show_progress_bar=False)
-        fitted = fit_corpus(_all_texts(tmp), matrix, embed)
+        fitted = fit_corpus(chunk_texts(), matrix, embed)
         info = None if fitted is None else {"chunks": n, "components": fitted.components}
     if fitted is not None:
         fitted.save(tmp / CENTERING_FILE)
