@@ -241,9 +241,9 @@ def test_train_corpus_uses_the_domain_adaptation_recipe_where_options_are_unset(
     runner = CliRunner()
     result = runner.invoke(main, [*base, "-o", str(tmp_path / "da")])
     assert result.exit_code == 0, result.output
-    assert "domain adaptation recipe: objective=two-pass-crops" in result.output
+    assert "domain adaptation recipe: objective=two-pass-title" in result.output
     saved = json.loads((tmp_path / "da" / "sfp_config.json").read_text())["training"]
-    assert (saved["objective"], saved["max_text_tokens"], saved["warmup_steps"]) == ("two-pass-crops", 64, 6)
+    assert (saved["objective"], saved["max_text_tokens"], saved["warmup_steps"]) == ("two-pass-title", 64, 6)
     assert (saved["steps"], saved["quantization"]) == (2, "none")  # --steps given: kept
     result = runner.invoke(main, [*base, "-o", str(tmp_path / "sp"), "--objective", "single-pass"])
     assert result.exit_code == 0, result.output

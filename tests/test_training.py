@@ -79,7 +79,8 @@ def test_single_pass_loss_equals_hidden_states_read_by_hand(tiny_model, bpe_toke
 
 
 @pytest.mark.parametrize(
-    "objective", ["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict"]
+    "objective",
+    ["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "two-pass-title"],
 )
 def test_a_few_steps_lower_the_loss(tiny_model_dir, data_file, tmp_path, objective):
     losses = []
@@ -361,6 +362,33 @@ def test_corpora_are_split_into_sentences(tmp_path):
         load_texts(docs, units="paragraphs")
 
 
+def test_titled_units_keep_the_title_apart(tmp_path):
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    records = [
+        {"_id": "1", "title": " Cell  biology ", "text": "Dr. Smith studied cells.\nThey divide often."},
+        {"_id": "2", "title": "", "text": "No title on this one at all."},
+        {"_id": "3", "title": "A title alone", "text": "too short"},  # a title needs a passage: dropped
+        {"_id": "4", "title": None, "text": "The title field may be null too."},
+    ]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    titled = load_texts(beir, units="titled")
+    assert titled == [
+        "Cell biology\nDr. Smith studied cells. They divide often.",  # whitespace-normalised, one break
+        "No title on this one at all.",
+        "The title field may be null too.",
+    ]
+    assert load_texts(beir, units="documents")[0] == "Cell biology. Dr. Smith studied cells. They divide often."
+    jsonl = tmp_path / "passages.jsonl"
+    jsonl.write_text(json.dumps({"title": "T", "text": "a b c d"}) + "\n" + json.dumps({"text": "e f g h"}) + "\n")
+    assert load_texts(jsonl, units="titled") == ["T\na b c d", "e f g h"]
+    assert load_texts(jsonl, units="documents") == ["a b c d", "e f g h"]  # unchanged: the text field only
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Title\n\nThe first sentence is here.")
+    assert load_texts(docs, units="titled") == ["# Title The first sentence is here."]  # files carry no title
+
+
 def test_datasets_folder(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["a b c", "", "d e f"]}).save_to_disk(str(tmp_path / "ds"))
@@ -465,11 +493,28 @@ def test_inverse_cloze_takes_one_sentence_out_of_its_passage():
     assert inverse_cloze("too short", rng) == ("too short", "too short")
 
 
-@pytest.mark.parametrize("objective", ["two-pass-crops", "two-pass-ict"])
+def test_title_pairs_are_title_and_text_or_two_crops():
+    from sfp_rag.training.trainer import title_pair
+
+    rng = np.random.default_rng(3)
+    assert title_pair("Cell biology\nDr. Smith studied cells.", rng) == ("Cell biology", "Dr. Smith studied cells.")
+    text = " ".join(f"w{i}" for i in range(100))
+    for _ in range(50):  # no title: two independent crops, as two-pass-crops cuts them
+        a, b = title_pair(text, rng, 0.1, 0.5)
+        assert a in text and b in text and 10 <= len(a.split()) <= 50 and 10 <= len(b.split()) <= 50
+    assert title_pair(text, np.random.default_rng(8)) == title_pair(text, np.random.default_rng(8))
+
+
+@pytest.mark.parametrize("objective", ["two-pass-crops", "two-pass-ict", "two-pass-title"])
 def test_document_views_resume_the_same_loss_curve(tiny_model_dir, tmp_path, objective):
-    """Crops and inverse-cloze pairs depend on (seed, step), so an interrupted run resumes exactly."""
-    passages = tmp_path / "passages.txt"
-    passages.write_text("\n".join(" ".join(SENTENCES[i : i + 3]) for i in range(0, 48, 3)) + "\n")
+    """Crops, inverse-cloze and title pairs depend on (seed, step), so an interrupted run resumes exactly."""
+    passages = tmp_path / "passages.jsonl"  # half of them titled
+    passages.write_text(
+        "".join(
+            json.dumps({"title": f"Topic {i}" if i % 2 else "", "text": " ".join(SENTENCES[i : i + 3])}) + "\n"
+            for i in range(0, 48, 3)
+        )
+    )
     kw = {"objective": objective, "crop_min": 0.3, "ict_keep": 0.5}
     straight = []
     config = _config(tiny_model_dir, passages, tmp_path / "a", **kw)

@@ -158,6 +158,37 @@ def test_ict_loss_is_query_prompt_sentence_against_document_prompt_passage(tiny_
         assert abs(loss.item() - info_nce(doc_prompt_only, positive, 0.05).item()) > 1e-3  # the prompt matters
 
 
+def test_title_loss_is_query_prompt_title_against_document_prompt_text(tiny_model_dir, tmp_path):
+    """Brute force: a titled unit's anchor is its title under the query prompt and its positive the text under the
+    document prompt; an untitled one gives two crops (anchor under the query prompt too); then InfoNCE."""
+    from sfp_rag.embedding.tokenization import PromptTokenizer
+    from sfp_rag.training.losses import info_nce
+    from sfp_rag.training.trainer import random_crop
+
+    config, sfp, tokenizer = _lora_model(
+        tiny_model_dir, tmp_path, objective="two-pass-title", query_template="question-sum", lora_dropout=0.0
+    )
+    titles = ["Cells and how they divide", "", "Rivers of the north", "", "A note on bread", "Old maps", "", "Tea"]
+    units = [f"{t}\n{p}" if t else p for t, p in zip(titles, PASSAGES)]
+    sfp.eval()
+    with torch.no_grad():
+        loss, _ = ObjectiveStep(config, tokenizer, "cpu", distributed=False)(sfp, units, np.random.default_rng(4))
+        rng = np.random.default_rng(4)
+        pairs = [(t, p) if t else (random_crop(p, rng), random_crop(p, rng)) for t, p in zip(titles, PASSAGES)]
+
+        def rep2(template, text):
+            batch = PromptTokenizer(tokenizer, template, max_text_tokens=config.max_text_tokens)([text])
+            return sfp(batch).rep2[0]
+
+        anchor = torch.stack([rep2("question-sum", a) for a, _ in pairs])
+        positive = torch.stack([rep2("eol-sum", p) for _, p in pairs])
+        assert loss.item() == pytest.approx(info_nce(anchor, positive, 0.05).item(), abs=1e-5)
+        swapped = torch.stack([rep2("eol-sum", a) for a, _ in pairs])
+        assert abs(loss.item() - info_nce(swapped, positive, 0.05).item()) > 1e-3  # the prompt matters
+        whole = torch.stack([rep2("eol-sum", u.replace("\n", " ")) for u in units])
+        assert abs(loss.item() - info_nce(anchor, whole, 0.05).item()) > 1e-3  # the title is not in the positive
+
+
 @pytest.mark.parametrize("objective", ["single-pass", "two-pass-crops", "two-pass-ict"])
 def test_grad_cache_gives_the_full_batch_gradient(tiny_model_dir, tmp_path, objective):
     config, sfp, tokenizer = _lora_model(tiny_model_dir, tmp_path, objective=objective, lora_dropout=0.0)

@@ -21,7 +21,8 @@ from .core import USER_ERRORS, fail, main
     "--corpus",
     default=None,
     help="Domain adaptation on a BEIR or docs folder (instead of --data): unless set, starts from the shipped default "
-    "with two-pass-crops of its documents, --max-text-tokens 64, --steps 120, --warmup-steps 6, no NF4.",
+    "with two-pass-title (titles against their documents; crops where there is no title), --max-text-tokens 64, "
+    "--steps 40, --warmup-steps 6, no NF4.",
 )
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="Adapter output folder.")
 @click.option(
@@ -34,19 +35,22 @@ from .core import USER_ERRORS, fail, main
 )
 @click.option(
     "--objective",
-    type=click.Choice(["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict"]),
+    type=click.Choice(
+        ["single-pass", "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "two-pass-title"]
+    ),
     default="single-pass",
     show_default=True,
     help="single-pass: CSE-SFP (Rep2 vs Rep1 of one pass); two-pass-crops: two random crops of each text; "
-    "two-pass-ict: a sentence (under the query prompt, if one is set) against the rest of its text (inverse cloze).",
+    "two-pass-ict: a sentence (under the query prompt, if one is set) against the rest of its text (inverse cloze); "
+    "two-pass-title: a document's title (under the query prompt) against its text, two crops where it has none.",
 )
 @click.option("--template", "-t", default=None, help="Prompt [default: eol-sum; eol for two-pass-dropout/-prompts].")
 @click.option("--query-template", default=None,
               help="Query prompt saved with the adapter [default: that of the adapter continued from].")  # fmt: skip
 @click.option("--crop-min", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
-              help="two-pass-crops: shortest crop, as a share of the text's words.")  # fmt: skip
+              help="two-pass-crops (and two-pass-title untitled): shortest crop, share of the words.")  # fmt: skip
 @click.option("--crop-max", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="two-pass-crops: longest crop, as a share of the text's words.")  # fmt: skip
+              help="two-pass-crops (and two-pass-title untitled): longest crop, share of the words.")  # fmt: skip
 @click.option("--ict-keep", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="two-pass-ict: chance that the query sentence is left in its passage.")  # fmt: skip
 @click.option("--second-template", default="sum", show_default=True, help="The positive's prompt (two-pass-prompts).")
@@ -110,7 +114,7 @@ def train(data, corpus, output, resume, **options) -> None:
     \b
     Examples:
       sfp-rag train --data ../shared/data/unsup_sentences.txt.gz -o runs/sfp --steps 2000
-      sfp-rag train --corpus ./docs -o runs/docs-adapted        # domain adaptation: ~30 min on 2 CPU cores
+      sfp-rag train --corpus ./docs -o runs/docs-adapted        # domain adaptation: ~10 min on 2 CPU cores
       sfp-rag train --data sentences.txt -o runs/sfp --resume
     """
     from ..training.config import TrainConfig, domain_adaptation_defaults

@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 # training.config.OBJECTIVES, repeated because evaluation does not import training (a test keeps them equal); a
 # folder name is matched against them in this order, the two-pass names before "single-pass"
-OBJECTIVE_NAMES = ("two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "single-pass")
+OBJECTIVE_NAMES = (
+    "two-pass-dropout", "two-pass-prompts", "two-pass-crops", "two-pass-ict", "two-pass-title", "single-pass",
+)  # fmt: skip
 
 
 # What each kind of result file must hold for its section of the report.

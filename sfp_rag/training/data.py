@@ -9,7 +9,10 @@ Accepted sources (``load_texts``):
 - any other folder: its documents (see ``documents.py``), split into sentences.
 
 Folders give sentences by default; ``units="documents"`` keeps each document whole (whitespace-normalised), the
-text that the document objectives (``two-pass-crops``, ``two-pass-ict``) cut their views from.
+text that ``two-pass-crops`` and ``two-pass-ict`` cut their views from. ``units="titled"``
+(``two-pass-title``) keeps the title apart: ``"title\ntext"`` (``TITLE_BREAK``; whitespace-normalised text holds no
+newline) for a document with a title (a BEIR corpus's ``title`` field, a JSONL record's ``title``), its text alone
+otherwise (a plain folder, a text file).
 
 Sentences are split with nltk's pretrained Punkt model, the one llama-index-core ships (no download). Malformed input
 raises ``TrainingDataError`` naming the file and line. No labels, queries or test sentences are ever read.
@@ -34,14 +37,15 @@ class TrainingDataError(ValueError):
     """Training text cannot be read: missing, empty, binary or malformed."""
 
 
-UNITS = ("sentences", "documents")
+UNITS = ("sentences", "documents", "titled")
+TITLE_BREAK = "\n"  # between a title and its text in "titled" units
 
 
 def load_texts(
     source: str | Path, text_field: str = "text", split: str = "train", units: str = "sentences"
 ) -> list[str]:
     """All training texts from ``source`` (see the module docstring), in file order; ``units`` says what a folder
-    of documents gives: its sentences or its whole documents."""
+    of documents gives: its sentences, its whole documents, or its whole documents with their titles apart."""
     if units not in UNITS:
         raise ValueError(f"units must be one of {UNITS}, got {units!r}")
     name = str(source)
@@ -57,9 +61,15 @@ def load_texts(
             or (path / "dataset_dict.json").exists()
         ):
             return _from_datasets(str(path), text_field, split)
-        documents = _beir_documents(_beir_corpus(path)) if _beir_corpus(path) is not None else _folder_documents(path)
+        corpus = _beir_corpus(path)
+        pairs = _beir_documents(corpus) if corpus is not None else _folder_documents(path)
+        if units == "titled":
+            return titled_documents(pairs)
+        documents = (". ".join(part for part in pair if part) for pair in pairs)
         return split_sentences(documents) if units == "sentences" else whole_documents(documents)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
+        if units == "titled":
+            return titled_documents(_jsonl_texts(path, text_field, with_title=True))
         texts = list(_jsonl_texts(path, text_field))
     else:
         texts = list(_lines(path))
@@ -101,7 +111,8 @@ def _lines(path: Path) -> Iterator[str]:
         logger.info("%s: skipped %d empty lines", path, skipped)
 
 
-def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
+def _jsonl_texts(path: Path, field: str, with_title: bool = False) -> Iterator:
+    """The ``field`` of every record, or (its ``title`` or "", the field) ``with_title``."""
     for lineno, line in _open_text(path):
         if not line.strip():
             continue
@@ -111,7 +122,10 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
             raise TrainingDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             raise TrainingDataError(f"{path}:{lineno}: no string field {field!r} (choose it with --text-field)")
-        if record[field].strip():
+        if with_title:
+            title = record.get("title")
+            yield (title.strip() if isinstance(title, str) else ""), record[field].strip()
+        elif record[field].strip():
             yield record[field].strip()
 
 
@@ -147,7 +161,8 @@ def _beir_corpus(folder: Path) -> Path | None:
     return None
 
 
-def _beir_documents(corpus: Path) -> Iterator[str]:
+def _beir_documents(corpus: Path) -> Iterator[tuple[str, str]]:
+    """(title, text) of every document."""
     for lineno, line in _open_text(corpus):
         if not line.strip():
             continue
@@ -155,16 +170,17 @@ def _beir_documents(corpus: Path) -> Iterator[str]:
             doc = json.loads(line)
         except json.JSONDecodeError as err:
             raise TrainingDataError(f"{corpus}:{lineno}: not valid JSON ({err.msg})") from None
-        yield ". ".join(part for part in (doc.get("title", "").strip(), doc.get("text", "").strip()) if part)
+        yield (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
 
 
-def _folder_documents(folder: Path) -> Iterator[str]:
+def _folder_documents(folder: Path) -> Iterator[tuple[str, str]]:
+    """("", text) of every readable document: files carry no title."""
     from ..retrieval.documents import SkipFile, read_text, scan_folder
 
     scan = scan_folder(folder)
     for f in scan.files:
         try:
-            yield read_text(f)
+            yield "", read_text(f)
         except SkipFile as reason:
             logger.info("skipping %s: %s", f.relpath, reason)
 
@@ -172,6 +188,19 @@ def _folder_documents(folder: Path) -> Iterator[str]:
 def whole_documents(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
     """Each document as one whitespace-normalised text (very short ones dropped)."""
     out = [" ".join(doc.split()) for doc in documents if len(doc.split()) >= min_words]
+    if not out:
+        raise TrainingDataError("the corpus yielded no document of at least 3 words")
+    return out
+
+
+def titled_documents(pairs: Iterable[tuple[str, str]], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
+    """``"title\ntext"`` for each (title, text) with a title, the text alone without one (both whitespace-
+    normalised); documents whose text has fewer than ``min_words`` words are dropped (a title needs a passage)."""
+    out = []
+    for title, text in pairs:
+        title, text = " ".join(title.split()), " ".join(text.split())
+        if len(text.split()) >= min_words:
+            out.append(f"{title}{TITLE_BREAK}{text}" if title else text)
     if not out:
         raise TrainingDataError("the corpus yielded no document of at least 3 words")
     return out

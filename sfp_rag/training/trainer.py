@@ -1,4 +1,4 @@
-"""Unsupervised contrastive training of an SFP embedder: QLoRA/LoRA, one loop for five objectives.
+"""Unsupervised contrastive training of an SFP embedder: QLoRA/LoRA, one loop for six objectives.
 
 Objectives (same data order, optimizer and schedule, so their costs and scores compare fairly):
 
@@ -6,7 +6,8 @@ Objectives (same data order, optimizer and schedule, so their costs and scores c
 - ``two-pass-dropout`` (SimCSE on an LLM): the same single-stage prompt twice; dropout (LoRA dropout plus attention
   dropout ``dropout``) makes the two views differ.
 - ``two-pass-prompts``: two different single-stage prompts (``template`` and ``second_template``), one pass each.
-- ``two-pass-crops`` and ``two-pass-ict``: two views cut from one document (see ``ObjectiveStep``).
+- ``two-pass-crops``, ``two-pass-ict`` and ``two-pass-title``: two views cut from one document (see
+  ``ObjectiveStep``).
 
 The loop is written out instead of subclassing ``transformers.Trainer``: resuming must reproduce the uninterrupted
 loss curve exactly (data order follows from the step number and seed alone, RNG state is checkpointed), and the
@@ -45,7 +46,7 @@ from .checkpoints import (
     save_checkpoint,
     truncate_log,
 )
-from .config import DOCUMENT_OBJECTIVES, TrainConfig
+from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
 from .losses import info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
@@ -159,6 +160,17 @@ def inverse_cloze(text: str, rng: np.random.Generator, keep: float = 0.1) -> tup
     return " ".join(words[start : start + length]), " ".join(rest)
 
 
+def title_pair(text: str, rng: np.random.Generator, low: float = 0.1, high: float = 0.5) -> tuple[str, str]:
+    """(anchor, positive) of ``two-pass-title`` for one ``"title\ntext"`` unit (``data.TITLE_BREAK``): the title and
+    the text; a document without a title gives two independent crops (as ``two-pass-crops``)."""
+    from .data import TITLE_BREAK
+
+    title, found, body = text.partition(TITLE_BREAK)
+    if found:
+        return title, body
+    return random_crop(text, rng, low, high), random_crop(text, rng, low, high)
+
+
 class ObjectiveStep:
     """Compute the loss of one batch of texts for the configured objective, and its gradient.
 
@@ -170,6 +182,9 @@ class ObjectiveStep:
     - ``two-pass-ict``: inverse cloze: a sentence of the text, embedded with the *query* prompt, is the anchor, and the
       rest of the text, embedded with the document prompt, its positive: the asymmetric query -> passage match that
       search makes, with the prompts search uses.
+    - ``two-pass-title``: a document's title, with the query prompt, is the anchor and its text, with the document
+      prompt, the positive (title -> passage: a short query-like text written about the passage by its author);
+      documents without a title give two crops instead.
 
     With ``config.grad_cache`` = N > 0, ``backward`` embeds the batch N rows at a time without keeping activations,
     takes the loss over the whole batch, then re-embeds each sub-batch with the same random state (dropout masks)
@@ -181,7 +196,7 @@ class ObjectiveStep:
     def __init__(self, config: TrainConfig, tokenizer, device: str, distributed: bool, autocast=None) -> None:
         self.config, self.device, self.distributed, self.autocast = config, device, distributed, autocast
         first = config.template
-        if config.objective == "two-pass-ict":
+        if config.objective in QUERY_OBJECTIVES:
             first = config.query_template or config.template
         self.first = PromptTokenizer(tokenizer, first, max_text_tokens=config.max_text_tokens)
         second = config.second_template if config.objective == "two-pass-prompts" else config.template
@@ -232,6 +247,9 @@ class ObjectiveStep:
             pairs = [inverse_cloze(t, rng, self.config.ict_keep) for t in texts]
             return [q for q, _ in pairs], [p for _, p in pairs]
         lo, hi = self.config.crop_min, self.config.crop_max
+        if self.config.objective == "two-pass-title":
+            pairs = [title_pair(t, rng, lo, hi) for t in texts]
+            return [a for a, _ in pairs], [p for _, p in pairs]
         first = [random_crop(t, rng, lo, hi) for t in texts]
         second = [random_crop(t, rng, lo, hi) for t in texts]
         return first, second
@@ -300,7 +318,9 @@ def train(
     ensure_writable_dir(output, "the training run")
     seed_everything(config.seed)
 
-    units = "documents" if config.objective in DOCUMENT_OBJECTIVES else "sentences"  # views cut from whole documents
+    units = "sentences"
+    if config.objective in DOCUMENT_OBJECTIVES:  # views cut from whole documents (the title apart for title views)
+        units = "titled" if config.objective == "two-pass-title" else "documents"
     texts = load_texts(config.data, text_field=config.text_field, units=units)
     if config.max_train_texts:
         texts = texts[: config.max_train_texts]
