@@ -131,10 +131,18 @@ def _grads(model) -> dict[str, torch.Tensor]:
 PASSAGES = [" ".join(SENTENCES[i : i + 3]) for i in range(0, 24, 3)]  # 8 texts of three sentences
 
 
+def _rep2_alone(sfp, tokenizer, config, template: str, texts: list[str]) -> torch.Tensor:
+    """Rep2 of each text under ``template``, each embedded in a batch of its own: the brute-force side of the
+    loss references."""
+    from sfp_rag.embedding.tokenization import PromptTokenizer
+
+    prompt = PromptTokenizer(tokenizer, template, max_text_tokens=config.max_text_tokens)
+    return torch.stack([sfp(prompt([text])).rep2[0] for text in texts])
+
+
 def test_ict_loss_is_query_prompt_sentence_against_document_prompt_passage(tiny_model_dir, tmp_path):
     """Brute force: the anchor is the held-out sentence under the query prompt, the positive the rest of its
     passage under the document prompt, each embedded alone (Rep2), then InfoNCE."""
-    from sfp_rag.embedding.tokenization import PromptTokenizer
     from sfp_rag.training.losses import info_nce
     from sfp_rag.training.trainer import inverse_cloze
 
@@ -146,22 +154,16 @@ def test_ict_loss_is_query_prompt_sentence_against_document_prompt_passage(tiny_
         loss, _ = ObjectiveStep(config, tokenizer, "cpu", distributed=False)(sfp, PASSAGES, np.random.default_rng(4))
         rng = np.random.default_rng(4)
         pairs = [inverse_cloze(t, rng, config.ict_keep) for t in PASSAGES]
-
-        def rep2(template, text):
-            batch = PromptTokenizer(tokenizer, template, max_text_tokens=config.max_text_tokens)([text])
-            return sfp(batch).rep2[0]
-
-        anchor = torch.stack([rep2("question-sum", q) for q, _ in pairs])
-        positive = torch.stack([rep2("eol-sum", p) for _, p in pairs])
+        anchor = _rep2_alone(sfp, tokenizer, config, "question-sum", [q for q, _ in pairs])
+        positive = _rep2_alone(sfp, tokenizer, config, "eol-sum", [p for _, p in pairs])
         assert loss.item() == pytest.approx(info_nce(anchor, positive, 0.05).item(), abs=1e-5)
-        doc_prompt_only = torch.stack([rep2("eol-sum", q) for q, _ in pairs])
+        doc_prompt_only = _rep2_alone(sfp, tokenizer, config, "eol-sum", [q for q, _ in pairs])
         assert abs(loss.item() - info_nce(doc_prompt_only, positive, 0.05).item()) > 1e-3  # the prompt matters
 
 
 def test_title_loss_is_query_prompt_title_against_document_prompt_text(tiny_model_dir, tmp_path):
     """Brute force: a titled unit's anchor is its title under the query prompt and its positive the text under the
     document prompt; an untitled one gives two crops (anchor under the query prompt too); then InfoNCE."""
-    from sfp_rag.embedding.tokenization import PromptTokenizer
     from sfp_rag.training.losses import info_nce
     from sfp_rag.training.trainer import random_crop
 
@@ -175,17 +177,12 @@ def test_title_loss_is_query_prompt_title_against_document_prompt_text(tiny_mode
         loss, _ = ObjectiveStep(config, tokenizer, "cpu", distributed=False)(sfp, units, np.random.default_rng(4))
         rng = np.random.default_rng(4)
         pairs = [(t, p) if t else (random_crop(p, rng), random_crop(p, rng)) for t, p in zip(titles, PASSAGES)]
-
-        def rep2(template, text):
-            batch = PromptTokenizer(tokenizer, template, max_text_tokens=config.max_text_tokens)([text])
-            return sfp(batch).rep2[0]
-
-        anchor = torch.stack([rep2("question-sum", a) for a, _ in pairs])
-        positive = torch.stack([rep2("eol-sum", p) for _, p in pairs])
+        anchor = _rep2_alone(sfp, tokenizer, config, "question-sum", [a for a, _ in pairs])
+        positive = _rep2_alone(sfp, tokenizer, config, "eol-sum", [p for _, p in pairs])
         assert loss.item() == pytest.approx(info_nce(anchor, positive, 0.05).item(), abs=1e-5)
-        swapped = torch.stack([rep2("eol-sum", a) for a, _ in pairs])
+        swapped = _rep2_alone(sfp, tokenizer, config, "eol-sum", [a for a, _ in pairs])
         assert abs(loss.item() - info_nce(swapped, positive, 0.05).item()) > 1e-3  # the prompt matters
-        whole = torch.stack([rep2("eol-sum", u.replace("\n", " ")) for u in units])
+        whole = _rep2_alone(sfp, tokenizer, config, "eol-sum", [u.replace("\n", " ") for u in units])
         assert abs(loss.item() - info_nce(anchor, whole, 0.05).item()) > 1e-3  # the title is not in the positive
 
 
