@@ -68,9 +68,10 @@ def load_texts(
         documents = (". ".join(part for part in pair if part) for pair in pairs)
         return split_sentences(documents) if units == "sentences" else whole_documents(documents)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
+        records = _jsonl_records(path, text_field)
         if units == "titled":
-            return titled_documents(_jsonl_texts(path, text_field, with_title=True))
-        texts = list(_jsonl_texts(path, text_field))
+            return titled_documents(records)
+        texts = [text for _, text in records if text]
     else:
         texts = list(_lines(path))
     if not texts:
@@ -111,8 +112,8 @@ def _lines(path: Path) -> Iterator[str]:
         logger.info("%s: skipped %d empty lines", path, skipped)
 
 
-def _jsonl_texts(path: Path, field: str, with_title: bool = False) -> Iterator:
-    """The ``field`` of every record, or (its ``title`` or "", the field) ``with_title``."""
+def _jsonl_records(path: Path, field: str) -> Iterator[tuple[str, str]]:
+    """(its ``title`` or "", its ``field``) of every record, both stripped."""
     for lineno, line in _open_text(path):
         if not line.strip():
             continue
@@ -122,11 +123,8 @@ def _jsonl_texts(path: Path, field: str, with_title: bool = False) -> Iterator:
             raise TrainingDataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             raise TrainingDataError(f"{path}:{lineno}: no string field {field!r} (choose it with --text-field)")
-        if with_title:
-            title = record.get("title")
-            yield (title.strip() if isinstance(title, str) else ""), record[field].strip()
-        elif record[field].strip():
-            yield record[field].strip()
+        title = record.get("title")
+        yield (title.strip() if isinstance(title, str) else ""), record[field].strip()
 
 
 def _from_datasets(name: str, field: str, split: str) -> list[str]:

@@ -47,6 +47,7 @@ from .checkpoints import (
     truncate_log,
 )
 from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
+from .data import TITLE_BREAK, load_texts, sentences_of
 from .losses import info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
@@ -144,8 +145,6 @@ def inverse_cloze(text: str, rng: np.random.Generator, keep: float = 0.1) -> tup
     """(query, passage) for the inverse cloze task (Lee et al., ACL 2019): one random sentence of ``text`` and the
     text around it, with the sentence removed unless a ``keep`` chance says otherwise. A text of one sentence is
     split by words instead: a 10-30% span is the query."""
-    from .data import sentences_of
-
     sentences = sentences_of(text)
     if len(sentences) >= 2:
         i = int(rng.integers(len(sentences)))
@@ -163,8 +162,6 @@ def inverse_cloze(text: str, rng: np.random.Generator, keep: float = 0.1) -> tup
 def title_pair(text: str, rng: np.random.Generator, low: float = 0.1, high: float = 0.5) -> tuple[str, str]:
     """(anchor, positive) of ``two-pass-title`` for one ``"title\ntext"`` unit (``data.TITLE_BREAK``): the title and
     the text; a document without a title gives two independent crops (as ``two-pass-crops``)."""
-    from .data import TITLE_BREAK
-
     title, found, body = text.partition(TITLE_BREAK)
     if found:
         return title, body
@@ -304,7 +301,6 @@ def train(
     from transformers import get_scheduler
 
     from ..embedding.modeling import SFPModel
-    from .data import load_texts
 
     dist = _init_distributed()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
