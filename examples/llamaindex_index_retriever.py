@@ -1,8 +1,8 @@
 """Open a folder built by `sfp-rag index` as a LlamaIndex retriever, and use it in a query pipeline.
 
-sfp-rag index examples/docs                       # as in the README; add --hybrid for BM25 too
-python examples/llamaindex_index_retriever.py "why do corals bleach?"
-python examples/llamaindex_index_retriever.py --hybrid "why do corals bleach?"   # index built with --hybrid
+sfp-rag index examples/docs                       # as in the README: dense vectors + BM25 (hybrid) by default
+python examples/llamaindex_index_retriever.py "why do corals bleach?"            # the index's default: hybrid
+python examples/llamaindex_index_retriever.py --dense "why do corals bleach?"    # the dense vectors alone
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from sfp_rag import SFPIndexRetriever
 
 
-def main(question: str, mode: str) -> None:
+def main(question: str, mode: str | None) -> None:
     # The index remembers which encoder built it; the retriever rebuilds that encoder.
     retriever = SFPIndexRetriever("docs", similarity_top_k=3, mode=mode)
     for rank, hit in enumerate(retriever.retrieve(question), start=1):
@@ -24,5 +24,5 @@ def main(question: str, mode: str) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    mode = "hybrid" if "--hybrid" in args else "dense"
-    main(" ".join(a for a in args if a != "--hybrid") or "why do corals bleach?", mode)
+    mode = "dense" if "--dense" in args else None  # None: the index's default (hybrid where it has BM25)
+    main(" ".join(a for a in args if a != "--dense") or "why do corals bleach?", mode)

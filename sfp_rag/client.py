@@ -3,7 +3,7 @@
 from sfp_rag.client import SFPClient
 
 client = SFPClient("http://127.0.0.1:8000")            # or $SFP_RAG_SERVER
-client.search("how do I reset my password?", index="docs", k=3)
+client.search("how do I reset my password?", index="docs", k=3)   # [Hit(0.871 help-center/...), ...]
 client.embed(["a text", "another"])                     # float32 (2, d)
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import os
 from typing import Any
+
+from .hits import Hit
 
 SERVER_ENV = "SFP_RAG_SERVER"
 API_KEY_ENV = "SFP_RAG_API_KEY"
@@ -68,8 +70,24 @@ class SFPClient:
         mode: str | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Top-``k`` hits for a query (a list of lists for a list of queries): the type ``Index.search`` returns."""
+        answers = self.search_json(query, index, k, mode, nprobe, ef_search)
+        if isinstance(answers, dict):
+            return [Hit.from_dict(h) for h in answers["hits"]]
+        return [[Hit.from_dict(h) for h in a["hits"]] for a in answers]
+
+    def search_json(
+        self,
+        query: str | list[str],
+        index: str | None = None,
+        k: int = 5,
+        mode: str | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        """What ``sfp-rag query --format json`` prints: ``{query, index, mode, score, hits}`` (a list for a list)."""
+        """What ``sfp-rag query --format json`` prints: ``{query, index, mode, score_kind, hits}`` (a list for a
+        list of queries)."""
         body = {"query": query, "index": index, "k": k, "mode": mode, "nprobe": nprobe, "ef_search": ef_search}
         return self._call("POST", "/search", json=body)
 

@@ -18,7 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sfp_rag"
 # A layer may import only layers with a smaller rank (and itself). Equal ranks are siblings: no imports between them.
 LAYERS = {
     "_utils": 0,
-    "client": 0,  # the HTTP client of `sfp-rag serve`: httpx only, so that anything (CLI, LlamaIndex) can use it
+    "hits": 0,  # the search-result type, shared by the local index and the HTTP client
+    # the HTTP client of `sfp-rag serve`, above hits (it returns them): httpx only, so that anything can use it
+    "client": 0.5,
     "embedding": 1,
     "retrieval": 2,
     "evaluation": 3,

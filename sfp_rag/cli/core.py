@@ -32,6 +32,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
+    for name in ("httpx", "httpcore"):  # one INFO line per HTTP request (query --server, ask --server): -vv shows it
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
     if verbose < 2:  # transformers is chatty: its loggers and weight-loading bars stay quiet unless -vv
         logging.getLogger("transformers").setLevel(logging.ERROR)
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
@@ -187,7 +189,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
       sfp-rag index ./docs                      # -> the index "docs" in indexes/
       sfp-rag query "how do I reset my password?" --index docs
       sfp-rag indexes                           # list them
-      sfp-rag eval sts --data ../shared/data/senteval
+      sfp-rag train --corpus ./docs -o runs/docs-adapted   # adapt the embedder to your documents
+      sfp-rag ask "how long is the reset link valid?"
       sfp-rag models
 
     \b

@@ -89,7 +89,10 @@ def eval_sts(
 
     task_list = tuple(t.strip() for t in tasks.split(",")) if tasks else STS_TASKS
     if not data_dir.is_dir():
-        raise click.ClickException(f"STS data folder {data_dir} does not exist; pass --data …/shared/data/senteval")
+        raise click.ClickException(
+            f"STS data folder {data_dir} does not exist; pass --data with SentEval's data folder "
+            "(docs: guides/evaluation)"
+        )
     encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype)
     try:
         result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
@@ -292,9 +295,9 @@ def eval_templates(
 
     \b
     Examples:
-      sfp-rag eval templates eol-sum sth-sum eol --sts-data ../shared/data/senteval
+      sfp-rag eval templates eol-sum sth-sum eol --sts-data ./senteval
       sfp-rag eval templates eol-sum 'This question : "{text}" means in one word:"' \\
-          --beir ../shared/data/beir/nfcorpus --split train --max-queries 500
+          --beir ./beir/nfcorpus --split train --max-queries 500
     """
     from ..evaluation.templates import evaluate_templates, format_template_table
 

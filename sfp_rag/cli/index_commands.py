@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -103,6 +104,7 @@ def index(
       sfp-rag index ./docs --name kb --dense-only
       sfp-rag index ./docs --out /data/kb --index-type HNSW32 --rebuild
     """
+    started = time.perf_counter()
     from ..retrieval.builder import build_index
     from ..retrieval.faiss_index import check_factory
     from ..retrieval.index_folder import (
@@ -161,12 +163,13 @@ def index(
     finally:
         if embedder is not None:
             embedder.close()
+    report.command_seconds = round(time.perf_counter() - started, 2)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     click.echo(
         f"indexed {report.files} files ({report.chunks} chunks: {report.embedded} embedded, "
-        f"{report.reused} reused) into {printable(report.path)} in {report.seconds:.1f} s"
+        f"{report.reused} reused) into {printable(report.path)} in {report.command_seconds:.1f} s"
         + (f" (index type {report.index_type})" if index_type == "auto" else "")
     )
     for label, files in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
@@ -255,7 +258,7 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
 
     if fmt == "json":
         answers = [
-            {"query": q, "mode": mode, "score": SCORE_KINDS[mode], "hits": [h.to_dict() for h in hits]}
+            {"query": q, "mode": mode, "score_kind": SCORE_KINDS[mode], "hits": [h.to_dict() for h in hits]}
             for q, hits in zip(queries, results)
         ]
         click.echo(json.dumps(answers[0] if text != "-" else answers, indent=2, ensure_ascii=False))
@@ -279,11 +282,11 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
 def _query_server(server: str, queries: list[str], index_name, k: int, mode: str, nprobe, ef_search):
     """Search through a running server: no torch, no transformers, no model load in this process."""
     from ..client import ServerError, SFPClient
-    from ..retrieval.index_folder import Hit
+    from ..hits import Hit
 
     try:
         with SFPClient(server) as client:
-            answers = client.search(
+            answers = client.search_json(
                 queries,
                 index=index_name,
                 k=k,
@@ -293,8 +296,7 @@ def _query_server(server: str, queries: list[str], index_name, k: int, mode: str
             )
     except (ServerError, ValueError) as err:
         raise fail(err) from err
-    fields = ("score", "row", "source", "chunk", "start", "end", "text", "metadata")
-    results = [[Hit(**{f: h.get(f) for f in fields}) for h in a["hits"]] for a in answers]
+    results = [[Hit.from_dict(h) for h in a["hits"]] for a in answers]
     return answers[0]["mode"], results
 
 

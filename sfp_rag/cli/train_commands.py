@@ -113,8 +113,8 @@ def train(data, corpus, output, resume, **options) -> None:
 
     \b
     Examples:
-      sfp-rag train --data ../shared/data/unsup_sentences.txt.gz -o runs/sfp --steps 2000
-      sfp-rag train --corpus ./docs -o runs/docs-adapted        # domain adaptation: ~10 min on 2 CPU cores
+      sfp-rag train --data sentences.txt.gz -o runs/sfp --steps 2000    # one text per line, no labels
+      sfp-rag train --corpus ./docs -o runs/docs-adapted    # domain adaptation: 8.5 min for 5k docs, 2 cores
       sfp-rag train --data sentences.txt -o runs/sfp --resume
     """
     from ..training.config import TrainConfig, domain_adaptation_defaults

@@ -11,11 +11,14 @@ Simplification: a cached conversion is keyed by the GGUF file's path, size and m
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,9 +245,27 @@ def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_bar(sys.stderr.isatty()):
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModel.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     save_weights(model, target, {"gguf": str(gguf), "size": gguf.stat().st_size}, extra=tokenizer.save_pretrained)
+
+
+@contextlib.contextmanager
+def _gguf_bar(show: bool) -> Iterator[None]:
+    """transformers draws a tqdm bar per GGUF conversion whatever its logging says; in a log file or a pipe (stderr
+    not a terminal) it is hundreds of lines of noise, so there it is turned off for the conversion."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if show or bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 # --- loading ------------------------------------------------------------------------------------------------

@@ -183,6 +183,8 @@ class SFPIndexRetriever(BaseRetriever):
             "file_type": path.suffix.lower(),
             "source": hit.source,
             "chunk": hit.chunk,
+            "cosine": hit.cosine,  # the raw scores behind the fused one: a relevance threshold goes on the cosine
+            "bm25": hit.bm25,
         }
         node = TextNode(
             text=hit.text,
@@ -191,7 +193,7 @@ class SFPIndexRetriever(BaseRetriever):
             start_char_idx=hit.start,
             end_char_idx=hit.end,
             excluded_embed_metadata_keys=list(metadata),
-            excluded_llm_metadata_keys=["file_path", "file_type", "source", "chunk"],
+            excluded_llm_metadata_keys=["file_path", "file_type", "source", "chunk", "cosine", "bm25"],
         )
         return NodeWithScore(node=node, score=float(hit.score))
 

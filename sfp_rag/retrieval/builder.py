@@ -77,7 +77,8 @@ class BuildReport:
     skipped: dict[str, str] = field(default_factory=dict)
     index_type: str = ""  # the FAISS factory string used (what "auto" chose)
     centering_s: float = 0.0  # fitting (or reusing) the corpus centering, pseudo-query embedding included
-    seconds: float = 0.0
+    seconds: float = 0.0  # the write (reading, chunking, embedding, indexing), without loading the model
+    command_seconds: float | None = None  # set by the CLI: the whole command, the model load included
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -227,14 +228,17 @@ def update_index(
     centering: bool | None = None,
     embedder: Callable[[list[str]], np.ndarray] | None = None,
     show_progress: bool | None = None,
+    rebuild: bool = False,
 ) -> BuildReport:
     """Add (or replace) ``add`` and drop the sources in ``delete``; every other source stays as it is. An index that
     does not exist yet is created from ``add``. Unset options keep the index's own (chunking, factory, hybrid,
-    centering)."""
+    centering). ``rebuild``: replace the index with one that holds ``add`` alone (atomically, as every write)."""
     out = Path(out_dir)
     check_build_target(out)
     delete = list(delete)
-    old = Collection.open(out) if (out / MANIFEST).exists() else None
+    if rebuild and delete:
+        raise ValueError("rebuild replaces the whole index: there is nothing to delete from it")
+    old = Collection.open(out) if (out / MANIFEST).exists() and not rebuild else None
     if old is None and delete:
         raise IndexFolderError(f"no index at {out} to delete from")
     if old is not None:
@@ -256,7 +260,7 @@ def update_index(
         centering = bool((recorded.get("centering") or {}).get("enabled")) if old is not None else True
     docs = recorded.get("docs_dir")
     return _locked_write(
-        out, encoder, list(add), {}, sync=False, delete=delete, docs=Path(docs) if docs else None, rebuild=False,
+        out, encoder, list(add), {}, sync=rebuild, delete=delete, docs=Path(docs) if docs else None, rebuild=rebuild,
         hybrid=hybrid, centering=centering, embedder=embedder, show_progress=show_progress, **options,
     )  # fmt: skip
 
@@ -448,7 +452,10 @@ def _centering(
     was fitted on a corpus within ``REFIT_CHANGE`` of this one's size (a small update does not re-embed the
     pseudo-queries nor read the chunk texts), else one fitted anew (None, None: the corpus is too small to fit one)."""
     n = matrix.shape[0]
-    before = (old.manifest.get("centering") or {}).get("fitted") if old is not None else None
+    recorded = (old.manifest.get("centering") or {}) if old is not None else {}
+    before = recorded.get("fitted")
+    if recorded.get("enabled") and before is None and n == old.ntotal:
+        return None, None  # too small to fit last time and still the same size: decided (and said) then
     close = before is not None and abs(n - before["chunks"]) <= REFIT_CHANGE * before["chunks"]
     if close and (old.path / CENTERING_FILE).exists():
         fitted, info = Centering.load(old.path / CENTERING_FILE), before

@@ -2,8 +2,10 @@
 
 Files are found by walking the folder (recursive, hidden files left out; symlinks, unreadable folders and index
 folders inside are reported, not silently dropped or followed out of the folder). Rich formats are read
-by LlamaIndex's file readers (``llama-index-readers-file``, the ``docs`` extra): PDF, DOCX, PPTX, EPUB, notebooks and
-HTML (text of ``<body>``). Every other file is read as UTF-8 text, strictly: a binary file (a NUL byte in its first
+by LlamaIndex's file readers (``llama-index-readers-file``, the ``docs`` extra): PDF, DOCX, PPTX, EPUB and notebooks;
+without the extra those files are skipped with the hint to install it. HTML is read the same way by every install:
+its text, with tags stripped by the standard library's parser and scripts, styles and other non-text elements
+dropped (``html_text``). Every other file is read as UTF-8 text, strictly: a binary file (a NUL byte in its first
 8 KiB), a file that is not valid UTF-8, an empty one or one over the size limit is skipped with a reason instead of
 being indexed as garbage. Chunks come from LlamaIndex's ``SentenceSplitter`` with the embedder's own tokenizer
 counting the tokens.
@@ -11,10 +13,13 @@ counting the tokens.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 
 from .._utils import quiet_third_party
@@ -29,9 +34,8 @@ _RICH_READERS = {  # suffix -> class name in llama_index.readers.file
     ".pptx": "PptxReader",
     ".epub": "EpubReader",
     ".ipynb": "IPYNBReader",
-    ".html": "HTMLTagReader",
-    ".htm": "HTMLTagReader",
 }
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 
 
 @dataclass(frozen=True)
@@ -147,25 +151,83 @@ _reader_cache: dict[str, object] = {}
 
 
 def _rich_reader(suffix: str):
-    name = _RICH_READERS.get(suffix)
-    if name is None:
-        return None
+    """The LlamaIndex reader for a rich format; raises ``SkipFile`` with the install hint without the extra."""
+    name = _RICH_READERS[suffix]
     if suffix not in _reader_cache:
         try:
             with quiet_third_party():  # one of its reader modules calls logging.basicConfig at import
                 import llama_index.readers.file as readers
         except ImportError:
-            return None
-        cls = getattr(readers, name)
-        _reader_cache[suffix] = cls(tag="body") if name == "HTMLTagReader" else cls()
+            raise SkipFile(f"{suffix} files need the docs extra: pip install 'sfp-rag[docs]'") from None
+        _reader_cache[suffix] = getattr(readers, name)()
     return _reader_cache[suffix]
+
+
+# --- HTML ---------------------------------------------------------------------------------------------------------
+
+_HIDDEN_TAGS = {"script", "style", "noscript", "template", "svg", "math", "head", "iframe", "object"}
+_BLOCK_TAGS = {
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer",
+    "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
+    "table", "td", "th", "tr", "ul", "title",
+}  # fmt: skip
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the text of an HTML page: the <title>, then the body's text, a line break at each block element."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self._hidden = 0  # depth inside elements whose content is not text (scripts, styles, <head>, ...)
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in _HIDDEN_TAGS and tag not in _VOID_TAGS:
+            self._hidden += 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in _HIDDEN_TAGS and self._hidden:
+            self._hidden -= 1
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title.append(data)
+        elif not self._hidden:
+            self.parts.append(data)
+
+
+def html_text(markup: str) -> str:
+    """The readable text of an HTML page: tags stripped, scripts, styles and the <head> dropped (its <title> kept
+    as the first line), entities decoded, one line per block element, runs of spaces collapsed."""
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    title = " ".join("".join(parser.title).split())
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
+    body = "\n".join(line for line in lines if line)
+    return f"{title}\n\n{body}" if title and not body.startswith(title) else body
 
 
 def read_text(file: SourceFile) -> str:
     """The text of one file; raises ``SkipFile`` with a reason when it cannot be indexed."""
     suffix = file.path.suffix.lower()
-    reader = _rich_reader(suffix)
-    if reader is not None:
+    if suffix in _RICH_READERS:
+        reader = _rich_reader(suffix)
         try:
             with quiet_third_party():  # a reader logs its own complaints; the reason is reported as a skip
                 docs = reader.load_data(file.path)
@@ -177,15 +239,34 @@ def read_text(file: SourceFile) -> str:
             raw = file.path.read_bytes()
         except OSError as err:
             raise SkipFile(f"unreadable: {err.strerror or err}") from err
-        if b"\x00" in raw[:8192]:
-            hint = " (install sfp-rag[docs] to read this format)" if suffix in _RICH_READERS else ""
-            raise SkipFile(f"binary file{hint}")
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            raise SkipFile(
-                f"not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); convert it to UTF-8"
-            ) from err
-    if not text.strip():
-        raise SkipFile("empty (no text)")
+        text = _decode(raw)
+        if suffix in HTML_SUFFIXES:
+            text = html_text(text)
+    if not visible(text):
+        raise SkipFile("empty (no visible text)")
     return text
+
+
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 (with or without a BOM), or UTF-16 where the file starts with its byte-order mark."""
+    if raw.startswith(_UTF16_BOMS):
+        try:
+            return raw.decode("utf-16")  # the BOM says the byte order and is dropped
+        except UnicodeDecodeError as err:
+            raise SkipFile(f"starts with a UTF-16 byte-order mark but is not valid UTF-16 ({err.reason}); "
+                           "convert it to UTF-8") from err  # fmt: skip
+    if b"\x00" in raw[:8192]:
+        raise SkipFile("binary file (or UTF-16 without a byte-order mark: convert it to UTF-8)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SkipFile(f"not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); convert it to UTF-8") from err
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` holds anything a reader would see: not only whitespace, zero-width or other format and
+    control characters (Unicode categories Z*, Cf, Cc, Cs, Co, Cn)."""
+    return any(not ch.isspace() and unicodedata.category(ch)[0] not in "ZC" for ch in text)

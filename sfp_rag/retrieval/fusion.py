@@ -163,13 +163,14 @@ def hybrid_search(
 ):
     """Hits for ``queries`` from an opened ``searcher.Searcher``: ``bm25`` alone, or ``hybrid`` (fused; ``vectors``
     are the queries' embeddings, computed here when not given). For ``convex``, the chunks only BM25 found are
-    scored against the index's stored vectors."""
+    scored against the index's stored vectors. Each hit carries its cosine and its BM25 score (0.0 when BM25 did
+    not return it among its top ``depth``)."""
     collection = searcher.collection
     depth = max(depth, k)
     sparse_scores, sparse_ids = collection.bm25.search(queries, depth)
     if mode == "bm25":
         return [
-            [collection.hit(i, s) for s, i in zip(srow, irow) if i >= 0][:k]
+            [collection.hit(i, s, bm25=s) for s, i in zip(srow, irow) if i >= 0][:k]
             for srow, irow in zip(sparse_scores, sparse_ids)
         ]
     if vectors is None:
@@ -179,7 +180,10 @@ def hybrid_search(
     results = []
     for query, ds, di, ss, si in zip(vectors, dense_scores, dense_ids, sparse_scores, sparse_ids):
         dense, sparse = _row(ds, di), _row(ss, si)
-        lookup = _lookup(collection, query, sparse.keys() - dense.keys()) if fusion == "convex" else None
-        fused = fuse_scores(dense, sparse, fusion, alpha, lookup)
-        results.append([collection.hit(i, s) for i, s in fused[:k]])
+        lookup = _lookup(collection, query, sparse.keys() - dense.keys()) if fusion == "convex" else {}
+        fused = fuse_scores(dense, sparse, fusion, alpha, lookup)[:k]
+        # every hit carries its own cosine and BM25 score (the fused score is relative to the query's best)
+        lookup.update(_lookup(collection, query, {i for i, _ in fused} - dense.keys() - lookup.keys()))
+        cosine = {**dense, **lookup}
+        results.append([collection.hit(i, s, cosine=cosine[i], bm25=sparse.get(i, 0.0)) for i, s in fused])
     return results

@@ -36,6 +36,8 @@ from .searcher import Searcher
 
 logger = logging.getLogger(__name__)
 
+IF_EXISTS = ("error", "update", "rebuild")
+
 
 class Index:
     """An index folder: search it, add/update/delete sources, describe it.
@@ -72,19 +74,36 @@ class Index:
         metadata: Sequence[dict[str, Any] | None] | None = None,
         encoder=None,
         model: str | None = None,
+        if_exists: str = "error",
         **options: Any,
     ) -> Index:
-        """Build an index from a documents folder or from texts (or update it, if it exists and the encoder agrees).
+        """Build a new index from a documents folder or from texts.
 
         Args:
             index: a name (in the index home) or a path.
             docs: a folder of documents; or ``texts`` (with optional ``ids`` and ``metadata``).
             encoder, model: the encoder, or the model to build one from (default: the shipped default).
+            if_exists: what to do when an index is already there: ``"error"`` (the default: refuse, so that an
+                index is never changed by mistake), ``"update"`` (add, re-embed changed and drop removed sources,
+                with the encoder that built it) or ``"rebuild"`` (replace it).
             **options: ``build_index`` options (``hybrid``, ``chunk_size``, ``factory``, ...).
+
+        Raises:
+            IndexFolderError: an index exists at ``index`` and ``if_exists`` is ``"error"``.
         """
         if (docs is None) == (texts is None):
             raise ValueError("give either docs (a folder) or texts")
+        if if_exists not in IF_EXISTS:
+            raise ValueError(f"if_exists must be one of {IF_EXISTS}, got {if_exists!r}")
         path = resolve_index_path(index)
+        if (path / MANIFEST).exists() or path.is_symlink() or (path.exists() and any(path.iterdir())):
+            if if_exists == "error":
+                raise IndexFolderError(
+                    f"an index already exists at {path}; open it with Index.open({str(index)!r}), or pass "
+                    "if_exists='update' to update it or if_exists='rebuild' to replace it"
+                )
+            if if_exists == "rebuild":
+                options["rebuild"] = True
         if encoder is None:
             from ..embedding.encoder import SFPEncoder
 

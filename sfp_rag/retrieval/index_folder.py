@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..hits import Hit
 from .centering import CENTERING_FILE, Centering
 from .faiss_index import FaissIndex
 from .fusion import DEFAULT_ALPHA
@@ -55,32 +55,9 @@ class IndexMismatchError(IndexFolderError):
 SCORE_KINDS = {
     "dense": "cosine similarity of query and chunk embeddings (-1..1, higher is closer)",
     "bm25": "BM25 keyword score (0 and up, unbounded; higher matches more query terms)",
-    "hybrid": f"fused score (0..1): alpha*(cos+1)/(best cos+1) + (1-alpha)*BM25/(best BM25), alpha {DEFAULT_ALPHA}",
+    "hybrid": f"fused score (0..1, relative to the query's best candidates): alpha*(cos+1)/(best cos+1) + "
+    f"(1-alpha)*BM25/(best BM25), alpha {DEFAULT_ALPHA}; a relevance threshold belongs on each hit's 'cosine'",
 }
-
-
-@dataclass
-class Hit:
-    score: float
-    row: int
-    source: str
-    chunk: int
-    start: int | None
-    end: int | None
-    text: str
-    metadata: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "score": round(float(self.score), 6),
-            "source": self.source,
-            "chunk": self.chunk,
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "row": self.row,
-            "metadata": self.metadata or {},
-        }
 
 
 def rebuild_hint(path: Path) -> str:
@@ -341,11 +318,12 @@ class Collection:
 
     # --- searching -------------------------------------------------------------------------------------------
 
-    def hit(self, row: int, score: float) -> Hit:
+    def hit(self, row: int, score: float, cosine: float | None = None, bm25: float | None = None) -> Hit:
         r = self.record(row)
         return Hit(
-            float(score), int(row), r["source"], r["chunk"], r.get("start"), r.get("end"), r["text"], r.get("metadata")
-        )
+            float(score), int(row), r["source"], r["chunk"], r.get("start"), r.get("end"), r["text"],
+            r.get("metadata") or {}, cosine, bm25,
+        )  # fmt: skip
 
     @property
     def has_bm25(self) -> bool:
@@ -388,4 +366,4 @@ class Collection:
     def search_vectors(self, queries: np.ndarray, k: int, params: dict[str, int] | None = None) -> list[list[Hit]]:
         """Dense top-``k`` for each query embedding (``params``: FAISS search parameters for this search)."""
         scores, ids = self.faiss.search(self.search_queries(queries), min(k, max(self.ntotal, 1)), params)
-        return [[self.hit(i, s) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
+        return [[self.hit(i, s, cosine=s) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]

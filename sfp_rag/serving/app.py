@@ -257,7 +257,13 @@ def create_app(
         except ValueError as err:
             raise ApiError(422, str(err)) from None
         answers = [
-            {"query": q, "index": name, "mode": mode, "score": SCORE_KINDS[mode], "hits": [h.to_dict() for h in hs]}
+            {
+                "query": q,
+                "index": name,
+                "mode": mode,
+                "score_kind": SCORE_KINDS[mode],
+                "hits": [h.to_dict() for h in hs],
+            }
             for q, hs in zip(queries, results)
         ]
         return answers[0] if isinstance(body.query, str) else answers

@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._utils import ensure_writable_dir, package_versions, progress_bar, require, resolve_device, seed_everything
+from .._utils import (
+    ensure_writable_dir,
+    is_available,
+    package_versions,
+    progress_bar,
+    require,
+    resolve_device,
+    seed_everything,
+)
 from ..embedding.config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig
 from ..embedding.tokenization import PromptTokenizer
 from .checkpoints import (
@@ -313,6 +321,7 @@ def train(
     check_output_dir(output, config)
     ensure_writable_dir(output, "the training run")
     seed_everything(config.seed)
+    nf4 = config.quantization == "nf4" and _nf4_installed()  # said now, before the data and the model load
 
     units = "sentences"
     if config.objective in DOCUMENT_OBJECTIVES:  # views cut from whole documents (the title apart for title views)
@@ -320,7 +329,7 @@ def train(
     texts = load_texts(config.data, text_field=config.text_field, units=units)
     if config.max_train_texts:
         texts = texts[: config.max_train_texts]
-    model, tokenizer, quantization = _model_with_fallback(config, device)
+    model, tokenizer, quantization = _model_with_fallback(config, device, nf4)
     autocast = resolve_train_autocast(config.dtype, device)
     sfp = SFPModel(model)
     order = _batch_order(texts, config, sfp, tokenizer, device, output, dist, resume)
@@ -474,11 +483,21 @@ def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: 
     return TopicBatchOrder(labels, config.batch_size, config.seed)
 
 
-def _model_with_fallback(config: TrainConfig, device: str):
+def _nf4_installed() -> bool:
+    """Whether 4-bit NF4 can be tried here (bitsandbytes installed); says at once when it cannot."""
+    if is_available("bitsandbytes"):
+        return True
+    logger.warning(
+        "QLoRA needs bitsandbytes, which is not installed: this run trains plain LoRA over full-precision weights "
+        "instead of 4-bit NF4 (more memory, same adapter format); for QLoRA: pip install 'sfp-rag[train]'"
+    )
+    return False
+
+
+def _model_with_fallback(config: TrainConfig, device: str, nf4: bool):
     """Load the model; if NF4 cannot train here, say what failed and fall back to plain LoRA."""
-    if config.quantization == "nf4":
+    if nf4:
         try:
-            require("bitsandbytes", "4-bit NF4 (QLoRA) training", "pip install 'sfp-rag[train]'")
             model, tokenizer = build_peft_model(config, device, "nf4")
             _smoke_step(model, tokenizer, config, device)
             return model, tokenizer, "nf4"
