@@ -105,8 +105,11 @@ class SFPClient:
         out = np.stack(rows).astype(np.float32)
         return out[0] if single else out
 
-    def ask(self, question: str, index: str | None = None, k: int = 3) -> dict[str, Any]:
-        return self._call("POST", "/ask", json={"question": question, "index": index, "k": k})
+    def ask(self, question: str, index: str | None = None, k: int = 3, mode: str = "extract") -> dict[str, Any]:
+        """The answer and its numbered sources: ``mode`` ``extract`` (cited sentences of the sources) or
+        ``generate`` (the server's LM)."""
+        body = {"question": question, "index": index, "k": k, "mode": mode}
+        return self._call("POST", "/ask", json=body)
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")

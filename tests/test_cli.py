@@ -399,9 +399,9 @@ def test_query_formats_scores_and_empty_queries(tmp_path, tiny_model_dir, monkey
     runner = CliRunner()
     assert _index(runner, write_docs(tmp_path / "docs"), tiny_model_dir).exit_code == 0
     data = json.loads(runner.invoke(main, ["-q", "query", "cats", "--format", "json"]).stdout)
-    assert data["mode"] == "hybrid" and "fused" in data["score"]  # an index with BM25 defaults to hybrid
+    assert data["mode"] == "hybrid" and "fused" in data["score_kind"]  # an index with BM25 defaults to hybrid
     data = json.loads(runner.invoke(main, ["-q", "query", "cats", "--json", "--dense"]).stdout)
-    assert data["mode"] == "dense" and data["score"].startswith("cosine")
+    assert data["mode"] == "dense" and data["score_kind"].startswith("cosine")
     for bad in ("", "   "):
         result = runner.invoke(main, ["query", bad])
         assert result.exit_code == 2 and "empty" in result.output
@@ -459,3 +459,52 @@ def test_help_lists_every_environment_variable():
     for path in package.rglob("*.py"):
         read |= set(re.findall(r"SFP_RAG_[A-Z_]+", path.read_text()))
     assert read and all(name in text for name in read), sorted(read - set(re.findall(r"SFP_RAG_[A-Z_]+", text)))
+
+
+def test_logs_say_each_thing_once_and_time_the_command(tmp_path, tiny_model_dir, monkeypatch):
+    """A re-index that changed nothing repeats no 'centering skipped'; the reported time is the command's; httpx
+    logs no line per request."""
+    import logging
+
+    from tests.test_pipeline import write_docs
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "indexes"))
+    docs = write_docs(tmp_path / "docs")
+    args = ["index", str(docs), "--model", str(tiny_model_dir), "--device", "cpu", "--chunk-size", "64"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0 and "corpus centering skipped" in first.output  # told once, when it is decided
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "centering" not in again.output and "0 embedded" in again.output
+    report = json.loads(CliRunner().invoke(main, ["-q", *args, "--json"]).stdout)
+    assert report["command_seconds"] >= report["seconds"] > 0
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+
+
+def test_gguf_conversion_bar_is_off_when_stderr_is_not_a_terminal(monkeypatch):
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from sfp_rag.embedding.backbones import _gguf_bar
+
+    bars = []
+    monkeypatch.setattr(gguf_utils, "tqdm", lambda it, **kw: bars.append(kw) or it)
+    for terminal in (False, True):
+        with _gguf_bar(terminal):
+            list(gguf_utils.tqdm(range(3), desc="converting"))
+    assert bars == [{"desc": "converting", "disable": True}, {"desc": "converting"}]
+
+
+def test_training_says_plain_lora_before_it_loads_anything(tmp_path, monkeypatch, caplog):
+    """Without bitsandbytes, `train` warns that it trains plain LoRA before the data and the model load."""
+    import sfp_rag.training.trainer as trainer
+    from sfp_rag.training.config import TrainConfig
+
+    monkeypatch.setattr(trainer, "is_available", lambda module: module != "bitsandbytes")
+
+    def stop(*a, **k):
+        raise RuntimeError("data loading started")
+
+    monkeypatch.setattr(trainer, "load_texts", stop)
+    config = TrainConfig(data="x.txt", output_dir=str(tmp_path / "run"), quantization="nf4", max_steps=1)
+    with caplog.at_level("WARNING", logger="sfp_rag"), pytest.raises(RuntimeError, match="data loading started"):
+        trainer.train(config)
+    assert "trains plain LoRA" in caplog.text and "pip install 'sfp-rag[train]'" in caplog.text

@@ -34,7 +34,7 @@ def test_create_open_search_by_name(tmp_path, home, encoder):
     assert index.path == home / "kb" and len(index) >= 5
     again = Index.open("kb", encoder=encoder)
     one = again.search("Dogs need a walk every day.", k=2, mode="dense")
-    assert one[0].source == "pets/dogs.md" and one[0].metadata is None
+    assert one[0].source == "pets/dogs.md" and one[0].metadata == {}
     batch = again.search(["Dogs need a walk every day.", "central bank interest rates"], k=1)
     assert [hits[0].source for hits in batch] == ["pets/dogs.md", "finance/markets.txt"]
     # the batch equals one query at a time, and the default mode of an index with BM25 is hybrid
@@ -157,3 +157,43 @@ def test_an_index_records_and_uses_the_query_template(tmp_path, home, tiny_model
     vectors = np.load(index.path / "vectors.npy")
     q = asym.encode_queries(["Dogs need a walk every day."])[0]
     assert [h.row for h in hits] == list(np.argsort(-(vectors @ q))[:3])
+
+
+def test_every_hit_carries_its_raw_cosine_and_bm25(tmp_path, home, encoder):
+    """The fused score is relative to the query's best candidates; the raw scores beside it are absolute: each hit's
+    cosine equals the query's (as searched) with its stored row, and its BM25 the index's BM25 score for it."""
+    index = Index.create("kb", docs=write_docs(tmp_path / "docs"), encoder=encoder, hybrid=True, **OPTS)
+    coll = index.collection
+    query = "central bank interest rates"
+    q = coll.search_queries(encoder.encode_queries([query]))[0]
+    scores, ids = coll.bm25.search([query], coll.ntotal)
+    bm25 = {int(i): float(s) for s, i in zip(scores[0], ids[0]) if i >= 0}
+    for mode in ("hybrid", "dense", "bm25"):
+        hits = index.search(query, k=coll.ntotal, mode=mode)
+        assert len(hits) == (len(bm25) if mode == "bm25" else coll.ntotal)
+        for h in hits:
+            if mode == "bm25":
+                assert h.cosine is None and h.bm25 == pytest.approx(h.score)
+                continue
+            assert h.cosine == pytest.approx(float(coll.searched_vectors([h.row])[0] @ q), abs=1e-5)
+            assert h.bm25 == (None if mode == "dense" else pytest.approx(bm25.get(h.row, 0.0), abs=1e-5))
+            if mode == "dense":
+                assert h.cosine == pytest.approx(h.score, abs=1e-6)
+    top = index.search(query, k=1)[0]
+    assert top.to_dict()["cosine"] == round(top.cosine, 6) and top.to_dict()["bm25"] == round(top.bm25, 6)
+    assert repr(top).startswith(f"Hit({top.score:.3f} {top.source}#{top.chunk} '") and len(repr(top)) < 120
+
+
+def test_create_refuses_an_existing_index_unless_asked(tmp_path, home, encoder):
+    docs = write_docs(tmp_path / "docs")
+    Index.create("kb", docs=docs, encoder=encoder, **OPTS)
+    (docs / "pets" / "birds.txt").write_text("Parrots can live for decades and learn many words.")
+    with pytest.raises(IndexFolderError, match=r"already exists.*if_exists='update'.*if_exists='rebuild'"):
+        Index.create("kb", docs=docs, encoder=encoder, **OPTS)
+    assert "pets/birds.txt" not in Index.open("kb").info()["sources"]  # refused: nothing changed
+    updated = Index.create("kb", docs=docs, encoder=encoder, if_exists="update", **OPTS)
+    assert "pets/birds.txt" in updated.info()["sources"]
+    rebuilt = Index.create("kb", texts=["only this text"], encoder=encoder, if_exists="rebuild", **OPTS)
+    assert len(rebuilt) == 1
+    with pytest.raises(ValueError, match="if_exists must be one of"):
+        Index.create("kb", texts=["x"], encoder=encoder, if_exists="replace", **OPTS)

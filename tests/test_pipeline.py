@@ -116,9 +116,9 @@ def test_bad_files_are_skipped_with_reasons(docs, encoder, tmp_path, monkeypatch
     report = _build(docs, encoder, tmp_path / "kb", max_file_mb=0.004)
     assert report.files == 5
     reasons = report.skipped
-    assert reasons["blob.bin"] == "binary file"
+    assert reasons["blob.bin"].startswith("binary file")
     assert reasons["latin1.txt"].startswith("not UTF-8 (byte 0xe9 at offset 3)")
-    assert reasons["empty.txt"] == "empty (no text)"
+    assert reasons["empty.txt"] == "empty (no visible text)"
     assert "over the 0.004 MB limit" in reasons["big.txt"]
     assert "Permission denied" in reasons["locked.txt"]
     assert ".hidden.txt" not in reasons and ".hidden.txt" not in Collection.open(tmp_path / "kb").files
@@ -392,3 +392,54 @@ def test_ondisk_and_auto_index_types_through_the_builder(docs, encoder, tmp_path
     (docs / "new.txt").write_text("A new note about tea gardens.")
     _build(docs, encoder, tmp_path / "disk", factory="IVF2,Flat", ondisk=True)
     assert Collection.open(tmp_path / "disk").ntotal == report.chunks + 1
+
+
+# --- what a new user tripped on: HTML, encodings, invisible text --------------------------------------------------
+
+
+def test_html_is_read_as_text_by_every_install(tmp_path, monkeypatch):
+    """Tags stripped, scripts and styles dropped, the title kept, whether or not the docs extra is installed."""
+    import builtins
+
+    from sfp_rag.retrieval.documents import SkipFile, html_text, read_text, scan_folder
+
+    page = (
+        "<!doctype html><html><head><title>Espresso &amp; crema</title><style>p {color: red}</style>"
+        "<script>var secret = 1;</script></head><body><h1>Pulling a shot</h1><p>Use 18 g of coffee.</p>"
+        "<noscript>enable js</noscript><p>Grind <b>finer</b> if it runs fast.</p></body></html>"
+    )
+    assert html_text(page) == "Espresso & crema\n\nPulling a shot\nUse 18 g of coffee.\nGrind finer if it runs fast."
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "page.html").write_text(page)
+    (tmp_path / "d" / "paper.pdf").write_bytes(b"%PDF-1.4 not really")
+    files = {f.relpath: f for f in scan_folder(tmp_path / "d").files}
+    with_extra = read_text(files["page.html"])
+    real_import = builtins.__import__
+
+    def no_readers(name, *args, **kwargs):  # the base install: llama-index-readers-file is missing
+        if name.startswith("llama_index.readers.file"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_readers)
+    monkeypatch.setattr("sfp_rag.retrieval.documents._reader_cache", {})
+    assert read_text(files["page.html"]) == with_extra == html_text(page)
+    with pytest.raises(SkipFile, match=r"\.pdf files need the docs extra: pip install 'sfp-rag\[docs\]'"):
+        read_text(files["paper.pdf"])
+
+
+def test_utf16_and_invisible_files(tmp_path):
+    from sfp_rag.retrieval.documents import SkipFile, read_text, scan_folder
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "le.txt").write_bytes("\ufeffCafé au lait.".encode("utf-16-le"))
+    (d / "be.txt").write_bytes("\ufeffCafé au lait.".encode("utf-16-be"))
+    (d / "nobom.txt").write_bytes("Café".encode("utf-16-le"))
+    (d / "invisible.md").write_text("\u200b\u200c\u2060\ufeff \n\u00a0\u200d")
+    files = {f.relpath: f for f in scan_folder(d).files}
+    assert read_text(files["le.txt"]) == read_text(files["be.txt"]) == "Café au lait."
+    with pytest.raises(SkipFile, match="UTF-16 without a byte-order mark: convert it to UTF-8"):
+        read_text(files["nobom.txt"])
+    with pytest.raises(SkipFile, match="empty"):
+        read_text(files["invisible.md"])

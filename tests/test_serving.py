@@ -82,9 +82,15 @@ def tiny_llm(_tiny_model_session, bpe_tokenizer):
 @pytest.fixture(scope="module")
 def url(kb, encoder, tiny_llm):
     from sfp_rag.integrations.answering import answer_question
+    from sfp_rag.integrations.extractive import extract_answer
+
+    def answer(question, searcher, k, mode):
+        if mode == "extract":
+            return extract_answer(question, searcher, k)
+        return answer_question(question, searcher, tiny_llm, k)
 
     config = ServeConfig(indexes=(str(kb / "kb"),), max_wait_ms=30, max_queue=64, max_inputs=32, max_chars=2000)
-    app = create_app(config, encoder, answer=lambda q, searcher, k: answer_question(q, searcher, tiny_llm, k))
+    app = create_app(config, encoder, answer=answer)
     with running(app) as base:
         yield base
 
@@ -121,7 +127,7 @@ def test_search_matches_the_cli(url, kb):
         local = json.loads(cli.stdout)
         assert [h["row"] for h in served["hits"]] == [h["row"] for h in local["hits"]]
         assert [h["score"] for h in served["hits"]] == pytest.approx([h["score"] for h in local["hits"]], abs=1e-3)
-        assert served["mode"] == local["mode"] == mode and served["score"] == local["score"]
+        assert served["mode"] == local["mode"] == mode and served["score_kind"] == local["score_kind"]
     both = httpx.post(f"{url}/search", json={"query": ["cats", "dogs"], "index": "kb", "hybrid": True}).json()
     assert [a["query"] for a in both] == ["cats", "dogs"] and all(a["mode"] == "hybrid" for a in both)
 
@@ -207,11 +213,25 @@ def test_an_index_rebuilt_on_disk_is_served_without_restart(tmp_path, encoder):
         assert httpx.get(f"{base}/indexes").json()[0]["documents"] == 2
 
 
-def test_ask_with_a_tiny_model_maps_citations_to_files(url):
-    result = httpx.post(f"{url}/ask", json={"question": "How do I reset my password?", "k": 2}, timeout=60).json()
-    assert isinstance(result["answer"], str) and len(result["sources"]) >= 1
+@pytest.mark.parametrize("mode", ["extract", "generate"])
+def test_ask_with_a_tiny_model_maps_citations_to_files(url, mode):
+    body = {"question": "How do I reset my password?", "k": 2, "mode": mode}
+    result = httpx.post(f"{url}/ask", json=body, timeout=60).json()
+    assert isinstance(result["answer"], str) and len(result["sources"]) >= 1 and result["mode"] == mode
     assert {s["source"] for s in result["sources"]} <= set(DOCS)
     assert [s["n"] for s in result["sources"]] == list(range(1, len(result["sources"]) + 1))
+    if mode == "generate":  # 8 new tokens of a random model: cut off, and said so
+        assert result["truncated"] is True and result["cites_nothing"] == (
+            not any(s["cited"] for s in result["sources"])
+        )
+    else:  # every sentence of an extractive answer is cited, and the client says the same
+        assert result["answer"] and all(s["cited"] == (f"[{s['n']}]" in result["answer"]) for s in result["sources"])
+        from sfp_rag.client import SFPClient
+
+        with SFPClient(url) as client:
+            assert client.ask("How do I reset my password?", k=2)["answer"] == result["answer"]
+    bad = httpx.post(f"{url}/ask", json={**body, "mode": "invent"}, timeout=60)
+    assert bad.status_code == 422
 
 
 def test_cited_sources_reads_bracket_numbers():
@@ -242,10 +262,18 @@ def test_query_through_a_server_imports_no_torch(url):
     assert json.loads(done.stdout)["hits"][0]["source"] == "pets/dogs.md"
 
 
-def test_client_embed_and_errors(url, encoder):
+def test_client_embed_search_and_errors(url, encoder, kb):
     from sfp_rag.client import ServerError, SFPClient
 
     with SFPClient(url) as client:
+        hits = client.search("walk every day", index="kb", k=2)  # the same hit type as a local search
+        from sfp_rag.hits import Hit
+        from sfp_rag.retrieval.searcher import Searcher
+
+        local = Searcher.open(kb / "kb", encoder).search("walk every day", k=2)
+        assert all(isinstance(h, Hit) for h in hits) and [h.row for h in hits] == [h.row for h in local]
+        assert [h.cosine for h in hits] == pytest.approx([h.cosine for h in local], abs=1e-4)
+        assert [len(x) for x in client.search(["a cat", "stocks"], index="kb", k=1)] == [1, 1]
         np.testing.assert_allclose(client.embed(["x", "y"]), encoder.encode_documents(["x", "y"]), atol=1e-5)
         assert client.embed("x").shape == (encoder.dim,)
         with pytest.raises(ServerError, match="404.*no index"):

@@ -63,17 +63,28 @@ def serve(indexes, model, host, port, api_key, max_batch_tokens, max_wait_ms, ma
 @click.option("--index", "-i", "index_name", envvar="SFP_RAG_INDEX", default=None,
               help="Index name or path [env SFP_RAG_INDEX; default: the only index].")  # fmt: skip
 @click.option("-k", "--top-k", "k", type=click.IntRange(1, 20), default=3, show_default=True, help="Sources to use.")
-@click.option("--llm", default=None, help="Answering LM: built-in name, .gguf, model dir or hub id [smollm2-135m].")
+@click.option("--extract/--generate", "extract", default=True, show_default=True,
+              help="extract: the sources' sentences that best answer, each cited (fast, nothing invented); "
+              "generate: an answer written by a local LM (--llm).")  # fmt: skip
+@click.option("--sentences", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Sentences in an extractive answer.")  # fmt: skip
+@click.option("--llm", default=None, help="Answering LM for --generate: built-in name, .gguf, model dir or hub id "
+              "[smollm2-135m].")  # fmt: skip
 @click.option("--server", envvar="SFP_RAG_SERVER", default=None, help="Ask a running `sfp-rag serve` instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer and its sources as JSON (no streaming).")
 @click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
-def ask(question, index_name, k, llm, server, as_json, device) -> None:
-    """Answer QUESTION from an index with a local LM, citing the passages it used as [1], [2] (streamed).
+def ask(question, index_name, k, extract, sentences, llm, server, as_json, device) -> None:
+    """Answer QUESTION from an index, citing the passages it used as [1], [2].
+
+    By default the answer is extractive: the sentences of the retrieved passages that best answer the question,
+    each with its citation. --generate asks a local LM instead (streamed; the 135M default model is often wrong:
+    see the ask guide's measurements).
 
     \b
     Examples:
       sfp-rag ask "How do I reset my password?"
       sfp-rag ask "What is the refund window?" --index docs -k 4 --json
+      sfp-rag ask "How long is the reset link valid?" --generate --llm ./my-instruct-model
     """
     import json
 
@@ -81,45 +92,56 @@ def ask(question, index_name, k, llm, server, as_json, device) -> None:
 
     if not question.strip():
         raise click.UsageError("the question is empty")
+    if llm and extract:
+        raise click.UsageError("--llm is the model of generated answers: add --generate")
+    mode = "extract" if extract else "generate"
+    stream = model = None
     try:
         if server:
             from ..client import ServerError, SFPClient
 
             try:
                 with SFPClient(server) as client:
-                    result = client.ask(question, index=index_name, k=k)
+                    result = client.ask(question, index=index_name, k=k, mode=mode)
             except ServerError as err:
                 raise fail(err) from err
-            stream, sources = None, result["sources"]
         else:
-            from ..integrations.answering import LocalLLM, answer_question, stream_answer
             from ..retrieval.searcher import Searcher
 
             searcher = Searcher.open(index_name, lazy=True)
-            model = LocalLLM.load(llm, device=device)
-            if as_json:
-                result, stream = answer_question(question, searcher, model, k), None
-                sources = result["sources"]
+            if extract:
+                from ..integrations.extractive import extract_answer
+
+                result = extract_answer(question, searcher, k, sentences)
             else:
-                stream, to_sources = stream_answer(question, searcher, model, k)
+                from ..integrations.answering import LocalLLM, answer_question, stream_answer
+
+                model = LocalLLM.load(llm, device=device)
+                if as_json:
+                    result = answer_question(question, searcher, model, k)
+                else:
+                    stream, to_sources = stream_answer(question, searcher, model, k)
     except USER_ERRORS as err:
         raise fail(err) from err
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
     if stream is None:
-        text = result["answer"]
-        click.echo(printable(text, keep="\n"))
+        text, sources, truncated = result["answer"], result["sources"], result.get("truncated", False)
+        click.echo(printable(text, keep="\n") if text else "(no sentence of the sources answers this)")
     else:
         text = ""
         for delta in stream:
             text += delta
             click.echo(printable(delta, keep="\n"), nl=False)
-        click.echo()
-        sources = to_sources(text)
+        sources, truncated = to_sources(text), model.last_truncated
+        click.echo("..." if truncated else "")
+    if truncated:
+        click.echo(f"(the answer was cut off at {model.max_new_tokens if model else 'the'} new tokens)")
     click.echo("\nSources:")
     for s in sources:
         mark = "*" if s["cited"] else " "
-        click.echo(f" {mark}[{s['n']}] {printable(s['source'])} (score {s['score']:.3f})")
-    if not any(s["cited"] for s in sources):
-        click.echo("(the answer cites no source: check it against the passages above)")
+        cosine = f", cosine {s['cosine']:.3f}" if s.get("cosine") is not None else ""
+        click.echo(f" {mark}[{s['n']}] {printable(s['source'])} (score {s['score']:.3f}{cosine})")
+    if mode == "generate" and not any(s["cited"] for s in sources):
+        click.echo("(the answer cites no source: it may come from the model's own weights, not your documents)")

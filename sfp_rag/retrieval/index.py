@@ -96,7 +96,7 @@ class Index:
         if if_exists not in IF_EXISTS:
             raise ValueError(f"if_exists must be one of {IF_EXISTS}, got {if_exists!r}")
         path = resolve_index_path(index)
-        if (path / MANIFEST).exists() or path.is_symlink() or (path.exists() and any(path.iterdir())):
+        if is_index_folder(path):  # a folder that is not an index is refused by the builder, with its reason
             if if_exists == "error":
                 raise IndexFolderError(
                     f"an index already exists at {path}; open it with Index.open({str(index)!r}), or pass "

@@ -5,7 +5,8 @@
   OpenAI-compatible embedding classes work unchanged. ``input_type`` ("query"/"document") picks the prompt role.
 - ``POST /search``: ``index``, ``query`` (str or list), ``k``, ``mode`` (or ``hybrid: true``); the answer is what
   ``sfp-rag query --format json`` prints.
-- ``POST /ask``: retrieve, then answer with a local LM, citing [1], [2] mapped to source files.
+- ``POST /ask``: retrieve, then answer: the sources' best sentences (``mode: extract``, the default) or a local LM's
+  answer (``mode: generate``), citing [1], [2] mapped to source files.
 - ``GET /health``, ``GET /indexes``, ``GET /metrics`` (Prometheus text: requests, latency, batch sizes, queue).
 
 Every error is JSON ``{"error": {"message", "type", "code"}}`` with the status that fits: 401 (API key), 404 (index),
@@ -67,6 +68,7 @@ class AskRequest(BaseModel):
     question: str
     index: str | None = None
     k: int = 3
+    mode: Literal["extract", "generate"] = "extract"  # sentences of the sources (cited), or an LM's answer
 
 
 class ApiError(Exception):
@@ -279,7 +281,7 @@ def create_app(
             name, searcher = registry.get(body.index)
         except UnknownIndex as err:
             raise ApiError(404, str(err.args[0]), "not_found") from None
-        return await asyncio.to_thread(answer, body.question, searcher, body.k)
+        return await asyncio.to_thread(answer, body.question, searcher, body.k, body.mode)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -20,11 +20,9 @@ raises ``TrainingDataError`` naming the file and line. No labels, queries or tes
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -206,27 +204,9 @@ def titled_documents(pairs: Iterable[tuple[str, str]], min_words: int = MIN_SENT
 
 def split_sentences(documents: Iterable[str], min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
     """Sentences of ``documents`` (Punkt), whitespace-normalised, without very short fragments."""
+    from ..retrieval.chunking import sentences_of
+
     out = [sentence for doc in documents for sentence in sentences_of(doc, min_words)]
     if not out:
         raise TrainingDataError("the corpus yielded no sentences of at least 3 words")
     return out
-
-
-def sentences_of(text: str, min_words: int = 1) -> list[str]:
-    """The sentences of one text (Punkt), whitespace-normalised, those of fewer than ``min_words`` words dropped."""
-    import nltk
-
-    _punkt_path()
-    sentences = (" ".join(s.split()) for s in nltk.tokenize.sent_tokenize(text))
-    return [s for s in sentences if len(s.split()) >= min_words]
-
-
-@functools.cache
-def _punkt_path() -> None:
-    """Point nltk at the Punkt model that llama-index-core ships (no download); once per process."""
-    import llama_index.core
-    import nltk
-
-    cache = os.path.join(os.path.dirname(llama_index.core.__file__), "_static", "nltk_cache")
-    if cache not in nltk.data.path:
-        nltk.data.path.append(cache)

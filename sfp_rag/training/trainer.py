@@ -42,6 +42,7 @@ from .._utils import (
 )
 from ..embedding.config import INFERENCE_MAX_TEXT_TOKENS, EncoderConfig
 from ..embedding.tokenization import PromptTokenizer
+from ..retrieval.chunking import sentences_of
 from .checkpoints import (
     append_log,
     check_output_dir,
@@ -55,7 +56,7 @@ from .checkpoints import (
     truncate_log,
 )
 from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
-from .data import TITLE_BREAK, load_texts, sentences_of
+from .data import TITLE_BREAK, load_texts
 from .losses import info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
