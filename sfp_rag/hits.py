@@ -50,6 +50,10 @@ class Hit:
     def __post_init__(self) -> None:
         if self.metadata is None:
             self.metadata = {}
+        # plain floats (not numpy scalars from FAISS), so that a hit and its scores serialise as they are
+        self.score = float(self.score)
+        self.cosine = None if self.cosine is None else float(self.cosine)
+        self.bm25 = None if self.bm25 is None else float(self.bm25)
 
     def __repr__(self) -> str:
         snippet = " ".join(self.text.split())

@@ -40,11 +40,11 @@ def searcher(tmp_path_factory, encoder):
 
 
 def test_passage_sentences_leave_out_headings_and_fragments():
-    text = "# Title line\n\nFirst sentence is here. Second one too.\n## Sub\nOk.\n\nThird sentence, in a new paragraph."
+    text = "# Title line\n\nFirst sentence is here. Second one too.\n## Sub\nOk.\n\nThird sentence, in a new part."
     assert passage_sentences(text) == [
         "First sentence is here.",
         "Second one too.",
-        "Third sentence, in a new paragraph.",
+        "Third sentence, in a new part.",
     ]
 
 

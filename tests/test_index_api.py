@@ -180,6 +180,7 @@ def test_every_hit_carries_its_raw_cosine_and_bm25(tmp_path, home, encoder):
             if mode == "dense":
                 assert h.cosine == pytest.approx(h.score, abs=1e-6)
     top = index.search(query, k=1)[0]
+    assert all(type(x) is float for h in index.search(query, k=3, mode="dense") for x in (h.score, h.cosine))
     assert top.to_dict()["cosine"] == round(top.cosine, 6) and top.to_dict()["bm25"] == round(top.bm25, 6)
     assert repr(top).startswith(f"Hit({top.score:.3f} {top.source}#{top.chunk} '") and len(repr(top)) < 120
 

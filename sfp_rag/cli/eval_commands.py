@@ -263,12 +263,25 @@ def eval_space(
     "--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True
 )
 @click.option("--title", default="sfp_rag report", show_default=True)
-def report(results, out, title) -> None:
-    """Build a markdown report with plots from result JSON files (or folders) and train_log.jsonl files."""
+@click.option(
+    "--system",
+    "systems",
+    multiple=True,
+    help="Keep only this STS/BEIR system (repeatable, in this order); LABEL=NAME shows it as NAME.",
+)
+def report(results, out, title, systems) -> None:
+    """Build a markdown report with plots from result JSON files (or folders) and train_log.jsonl files.
+
+    \b
+    Examples:
+      sfp-rag report benchmarks/results -o report
+      sfp-rag report benchmarks/results/beir_*.json --system BM25 --system "default, centered=sfp dense" -o head
+    """
     from ..evaluation.report import build_report
 
+    chosen = dict(s.split("=", 1) if "=" in s else (s, s) for s in systems)
     try:
-        path = build_report(list(results), out, title=title)
+        path = build_report(list(results), out, title=title, systems=chosen or None)
     except USER_ERRORS as err:
         raise fail(err) from err
     click.echo(f"wrote {path}")

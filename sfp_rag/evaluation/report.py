@@ -80,13 +80,22 @@ def _read_result(f: Path) -> tuple[str, dict[str, Any]]:
     return kind, data
 
 
-def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report") -> Path:
-    """Write ``out_dir/report.md`` and its plots; returns the markdown path."""
+def build_report(
+    paths: list[Path], out_dir: Path, title: str = "sfp_rag report", systems: dict[str, str] | None = None
+) -> Path:
+    """Write ``out_dir/report.md`` and its plots; returns the markdown path.
+
+    Args:
+        systems: keep only these systems of the STS and BEIR results, shown under new names (label in the result
+            files -> name in the report), in this order; None keeps every system under its own label.
+    """
     require("matplotlib", "Plots", "pip install 'sfp-rag[eval]'")
     import matplotlib
 
     matplotlib.use("Agg")
     groups = read_results(paths)
+    if systems:
+        groups = _select(groups, systems)
     if not any(groups.values()):
         raise ValueError("no result files found: pass JSON files written by `sfp-rag eval ... -o` or train_log.jsonl")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +103,7 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report"
     if groups["sts"]:
         parts += _sts_section(groups["sts"], out_dir)
     if groups["beir"]:
-        parts += _beir_section(groups["beir"], out_dir)
+        parts += _beir_section(groups["beir"], out_dir, order=list(systems.values()) if systems else None)
     if groups["space"]:
         parts += _space_section(groups["space"], out_dir)
     if groups["train"]:
@@ -102,6 +111,29 @@ def build_report(paths: list[Path], out_dir: Path, title: str = "sfp_rag report"
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(parts) + "\n")
     return path
+
+
+def _select(groups: dict[str, list[dict]], systems: dict[str, str]) -> dict[str, list[dict]]:
+    """Only the chosen systems, renamed and in the given order; a label that matches nothing is an error."""
+    found: set[str] = set()
+    out = {**groups, "space": [], "train": []}
+    for kind in ("sts", "beir"):
+        kept = []
+        for r in groups[kind]:
+            if kind == "sts":
+                if r["label"] in systems:
+                    kept.append({**r, "label": systems[r["label"]]})
+                    found.add(r["label"])
+                continue
+            scores = {systems[k]: v for k, v in r["scores"].items() if k in systems}
+            found.update(k for k in r["scores"] if k in systems)
+            if scores:
+                kept.append({**r, "scores": scores})
+        out[kind] = kept
+    missing = [label for label in systems if label not in found]
+    if missing:
+        raise ValueError(f"no system labelled {missing} in the result files (the tables of a full report list them)")
+    return out
 
 
 # Goal lines drawn on the plots: unsupervised SimCSE-BERT-base (Gao et al. 2021), the reference the project aims at.
@@ -155,15 +187,18 @@ def _sts_rows(results: list[dict]) -> tuple[dict[str, dict[str, float]], list[st
     return rows, tasks + ["avg"]
 
 
-def _beir_section(results: list[dict], out_dir: Path) -> list[str]:
-    """One table per dataset and split (the systems of every result file for it, in file order), and one plot of
-    nDCG@10 for the test splits: systems as bars per dataset, BM25 and MiniLM as reference lines."""
+def _beir_section(results: list[dict], out_dir: Path, order: list[str] | None = None) -> list[str]:
+    """One table per dataset and split (the systems of every result file for it, in file order, or in ``order``),
+    and one plot of nDCG@10 for the test splits: systems as bars per dataset, BM25 and MiniLM as reference lines."""
     from .beir import format_beir_table
 
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in results:
         entry = merged.setdefault((r["dataset"], r["split"]), {"queries": r["queries"], "documents": r["documents"]})
         entry.setdefault("scores", {}).update(r["scores"])
+    if order:
+        for entry in merged.values():
+            entry["scores"] = {name: entry["scores"][name] for name in order if name in entry["scores"]}
     out = ["## BEIR retrieval (x100)", ""]
     for (dataset, split), entry in merged.items():
         out += [

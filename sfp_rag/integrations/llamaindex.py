@@ -134,7 +134,9 @@ class SFPIndexRetriever(BaseRetriever):
     Nodes follow LlamaIndex's metadata conventions (``file_path``, ``file_name``, ``file_type``; plus ``source``,
     ``chunk`` and any metadata the source was added with), so LlamaIndex's filters and post-processors work on them.
     Scores are those of the mode: cosine similarity (``dense``), fused 0..1 (``hybrid``) or BM25 (``bm25``);
-    higher is better, so ``SimilarityPostprocessor(similarity_cutoff=...)`` applies to the first two directly.
+    higher is better. Each node's metadata also holds the raw ``cosine`` and ``bm25`` of its chunk: a relevance
+    cutoff belongs on the cosine (``SimilarityPostprocessor(similarity_cutoff=...)`` applies to the score, which is
+    the cosine only in ``dense`` mode; the fused score is relative to the query's best candidates).
 
     Args:
         index: index name (in the index home) or path, as ``sfp-rag query --index``.
