@@ -21,7 +21,7 @@ def main() -> None:
     for question in ["What happens to my other devices after a password reset?", "How fast do tectonic plates move?"]:
         print(f"\n{question}")
         for hit in searcher.search(question, k=2, mode="hybrid"):
-            print(f"  [{hit.score:.4f}] {hit.source}: {' '.join(hit.text.split())[:100]}...")
+            print(f"  [{hit.score:.3f}, cosine {hit.cosine:.3f}] {hit.source}: {' '.join(hit.text.split())[:90]}...")
 
 
 if __name__ == "__main__":

@@ -232,10 +232,13 @@ def ensure_writable_dir(folder: str | Path, purpose: str) -> Path:
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target`` in one rename.
 
-    The old ``target`` stays in place until the new one is complete, and is removed only after the swap. On an
-    exception (Ctrl-C included) the temporary directory is deleted and ``target`` is untouched.
+    The old ``target`` stays in place until the new one is complete, and is removed only after the swap. A
+    ``target`` that is a symbolic link is written where it points (the link stays as it is). On an exception
+    (Ctrl-C included) the temporary directory is deleted and ``target`` is untouched.
     """
     target = Path(target)
+    if target.is_symlink():  # write where the link points: the link keeps working and is never left stale
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders

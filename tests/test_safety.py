@@ -479,3 +479,75 @@ def test_report_on_a_file_that_is_not_a_result(tmp_path):
         (tmp_path / name).write_bytes(content)
         result = CliRunner().invoke(main, ["report", str(tmp_path / name), "-o", str(tmp_path / "r")])
         assert result.exit_code == 1 and name in result.output and "result" in result.output, result.output
+
+
+# --- round 3: no hang on parts that are not files; hints that act on the named path; links in the home ---------
+
+
+@pytest.mark.parametrize("part", ["docstore.jsonl", "vectors.npy", "manifest.json", "index.faiss", "files.json"])
+def test_an_index_part_that_is_not_a_regular_file_is_reported_not_opened(tmp_path, home, encoder, part):
+    """A FIFO in place of a part would block any open() forever: query, list and show report it by name at once."""
+    import subprocess
+    import sys
+
+    from sfp_rag.retrieval.index import list_indexes
+
+    docs = write_docs(tmp_path / "docs")
+    _build(docs, encoder, home / "kb")
+    (home / "kb" / part).unlink()
+    os.mkfifo(home / "kb" / part)
+    code = (
+        "import sys\nfrom sfp_rag.cli import main\n"
+        "try:\n    main(['-q', 'query', 'cats', '--index', 'kb', '--bm25'])\nexcept SystemExit as e:\n"
+        "    sys.exit(e.code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and f"{part} is a named pipe (FIFO), not a regular file" in done.stderr, done.stderr
+    (row,) = list_indexes()
+    assert "named pipe" in row["error"] and "--name kb" in row["error"]
+    shown = CliRunner().invoke(main, ["indexes", "show", "kb"])
+    assert shown.exit_code == 1 and "not a regular file" in shown.output
+    listed = CliRunner().invoke(main, ["indexes"])
+    assert listed.exit_code == 0 and "damaged" in listed.output
+
+
+def test_hints_act_on_the_path_the_user_named(tmp_path, home, monkeypatch):
+    """Index.open("../x") suggests --out ../x, not --name x (which would build in the home); never a system folder."""
+    from sfp_rag import Index
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.raises(IndexFolderError, match=re.escape("sfp-rag index <docs> --out ../x")):
+        Index.open("../x")
+    with pytest.raises(IndexFolderError, match="build one with: sfp-rag index <docs> --name kb$"):
+        Index.open("kb")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "stuff.txt").write_text("x")
+    with pytest.raises(IndexFolderError, match=re.escape("--out ../odd --rebuild")):
+        Index.open("../odd")
+    for system in ("/etc", "/", "/usr/lib", "~", "../" * 12 + "etc"):
+        with pytest.raises(IndexFolderError) as err:
+            Index.open(system)
+        assert "system folder" in str(err.value) and "sfp-rag index <docs>" not in str(err.value), str(err.value)
+    ask = CliRunner().invoke(main, ["ask", "why?", "-i", "../" * 12 + "etc"])
+    assert ask.exit_code == 1 and "system folder" in ask.output and "--rebuild" not in ask.output
+
+
+def test_a_link_in_the_home_is_deleted_as_a_link_and_rebuilt_through(tmp_path, home, tiny_model_dir):
+    docs = write_docs(tmp_path / "docs")
+    elsewhere = tmp_path / "disk" / "kb"
+    assert _index(docs, tiny_model_dir, "--out", str(elsewhere)).exit_code == 0
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "linked").symlink_to(elsewhere, target_is_directory=True)
+    rebuilt = _index(docs, tiny_model_dir, "--name", "linked", "--rebuild")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (home / "linked").is_symlink() and (elsewhere / "manifest.json").exists()  # written where it points
+    leftovers = [
+        p.name for d in (home, elsewhere.parent) for p in d.iterdir() if ".old-" in p.name or ".tmp-" in p.name
+    ]
+    assert leftovers == []
+    deleted = CliRunner().invoke(main, ["indexes", "delete", "linked", "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    assert not (home / "linked").exists() and not (home / "linked").is_symlink()
+    assert (elsewhere / "manifest.json").exists()  # the index it pointed to is never touched

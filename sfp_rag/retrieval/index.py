@@ -17,6 +17,7 @@ The encoder is the one the index records, built on first use (never for a BM25-o
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -225,10 +226,16 @@ def list_indexes(home: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def delete_index(index: str | Path) -> Path:
-    """Delete an index folder: only one that carries an sfp-rag manifest (a damaged index included)."""
+    """Delete an index folder: only one that carries an sfp-rag manifest (a damaged index included). An entry that
+    is a symbolic link is removed as a link: the folder it points to is never touched."""
     path = resolve_index_path(index)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise IndexFolderError(f"no index at {path}")
+    if path.is_symlink():  # a link to an index elsewhere: the link goes, the index it points to stays
+        if path.exists() and not is_index_folder(path):
+            raise IndexFolderError(f"{path} links to {os.readlink(path)}, which is not an sfp-rag index; left alone")
+        path.unlink()
+        return path
     if not path.is_dir() or not is_index_folder(path):
         raise IndexFolderError(f"{path} is not an sfp-rag index (no manifest of ours); it is left alone")
     shutil.rmtree(path)

@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import re
+import shlex
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -60,8 +62,79 @@ SCORE_KINDS = {
 }
 
 
-def rebuild_hint(path: Path) -> str:
-    return f"rebuild it with: sfp-rag index <docs> --name {path.name} --rebuild"
+# --- hints that act on the folder the user named ----------------------------------------------------------------
+
+# Folders of the operating system: a hint never suggests building or rebuilding an index there or in them.
+_SYSTEM_ROOTS = tuple(Path(p) for p in ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run",
+                                       "/sbin", "/sys", "/usr"))  # fmt: skip
+
+
+def is_system_folder(path: Path) -> bool:
+    """``/``, a folder directly under it, anything inside the operating system's own folders, or the home folder."""
+    real = Path(path).expanduser().resolve()
+    if real == Path(real.anchor) or real.parent == Path(real.anchor) or real == Path.home().resolve():
+        return True
+    return any(real == root or root in real.parents for root in _SYSTEM_ROOTS)
+
+
+def target_option(path: Path) -> str | None:
+    """The ``sfp-rag index`` option that writes to ``path``: ``--name NAME`` for an index of the home, ``--out PATH``
+    for any other folder; None for a system folder (no index belongs there)."""
+    path = Path(path)
+    if is_system_folder(path):
+        return None
+    home = index_home().expanduser().resolve()
+    if path.expanduser().absolute().parent.resolve() == home and _NAME.fullmatch(path.name):
+        return f"--name {path.name}"
+    return f"--out {shlex.quote(str(path))}"
+
+
+def rebuild_hint(path: Path, extra: str = "") -> str:
+    option = target_option(path)
+    if option is None:
+        return f"{path} is a system folder: give the folder of an index"
+    return f"rebuild it with: sfp-rag index <docs> {option}{extra} --rebuild"
+
+
+def build_hint(path: Path) -> str:
+    option = target_option(path)
+    if option is None:
+        return f"{path} is a system folder: give the folder of an index"
+    return f"build one with: sfp-rag index <docs> {option}"
+
+
+# --- index parts are regular files -------------------------------------------------------------------------------
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
+
+
+def check_regular(path: Path, index: Path) -> None:
+    """Raise ``IndexFolderError`` when ``path`` exists but is not a regular file (checked with ``stat``, which opens
+    nothing: opening a FIFO would block until a writer comes)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise IndexFolderError(f"{path} cannot be read ({err.strerror}); {rebuild_hint(index)}") from None
+    if not stat.S_ISREG(mode):
+        raise IndexFolderError(
+            f"{path} is a {_kind(mode)}, not a regular file: an index's parts are files sfp-rag wrote; "
+            f"{rebuild_hint(index)}"
+        )
+
+
+def is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def index_home() -> Path:
@@ -121,15 +194,18 @@ def is_index_folder(path: Path) -> bool:
     ``manifest.json`` beside at least two of our other parts. Only such a folder may be replaced by a rebuild or
     deleted; any other folder (one with a web app's ``manifest.json``, say) is left alone."""
     path = Path(path)
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
-            return True
-    except OSError:
+    if not (path / MANIFEST).exists():
         return False
-    except ValueError:
-        pass
-    return sum((path / part).is_file() for part in (FAISS_FILE, VECTORS, DOCSTORE, FILES)) >= 2
+    if is_regular_file(path / MANIFEST):  # a FIFO in its place is never opened (that would block)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+                return True
+        except OSError:
+            return False
+        except ValueError:
+            pass
+    return sum(is_regular_file(path / part) for part in (FAISS_FILE, VECTORS, DOCSTORE, FILES)) >= 2
 
 
 def check_build_target(out: Path, docs: Path | None = None) -> None:
@@ -223,7 +299,12 @@ class Collection:
                 raise IndexFolderError(
                     f"{path} has no {MANIFEST}: not an sfp-rag index, or damaged; {rebuild_hint(path)}"
                 )
-            raise IndexFolderError(f"no index at {path}; build one with: sfp-rag index <docs> --name {path.name}")
+            raise IndexFolderError(f"no index at {path}; {build_hint(path)}")
+        for part in (MANIFEST, FAISS_FILE, VECTORS, DOCSTORE, FILES, CENTERING_FILE):
+            check_regular(path / part, path)
+        if (path / BM25_DIR).is_dir():
+            for part in sorted((path / BM25_DIR).iterdir()):
+                check_regular(part, path)
         try:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -336,10 +417,7 @@ class Collection:
             from .bm25 import BM25Index
 
             if not self.has_bm25:
-                raise IndexFolderError(
-                    f"{self.path} has no BM25 index; rebuild it with: sfp-rag index <docs> --name {self.path.name} "
-                    "--hybrid --rebuild"
-                )
+                raise IndexFolderError(f"{self.path} has no BM25 index; {rebuild_hint(self.path, ' --hybrid')}")
             self._bm25 = BM25Index.load(self.path / BM25_DIR)
         return self._bm25
 
