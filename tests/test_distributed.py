@@ -71,3 +71,37 @@ def test_ray_reads_and_chunks_like_the_in_process_path(tmp_path, encoder, ray_em
     assert isinstance(local["empty.txt"], str) and isinstance(local["blob.bin.txt"], str)
     assert len(local["long.md"]) > 3
     assert ray_embedder.chunk_sources([], 64, 8) == {}
+
+
+def test_a_ray_address_where_no_cluster_answers_fails_in_bounded_time(tmp_path, tiny_model_dir, monkeypatch):
+    """Ray's own connect retries for ever without a word: a closed port fails at once, a port that accepts but is
+    not Ray fails at $SFP_RAG_RAY_TIMEOUT, each naming the address and the way forward, before the model loads."""
+    import socket
+    import time
+
+    from click.testing import CliRunner
+
+    from sfp_rag.cli import main
+
+    docs = write_docs(tmp_path / "docs")
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SFP_RAG_RAY_TIMEOUT", "4")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: connection refused
+        started = time.monotonic()
+        result = CliRunner().invoke(main, ["index", str(docs), "--engine", "ray", "--ray-address", dead])
+    assert result.exit_code == 1 and time.monotonic() - started < 10
+    assert f"no Ray cluster at {dead}" in result.output and "leave out --ray-address" in result.output
+    with socket.socket() as mute:  # accepts connections and never says a word
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        address = f"127.0.0.1:{mute.getsockname()[1]}"
+        started = time.monotonic()
+        result = CliRunner().invoke(
+            main, ["index", str(docs), "--model", str(tiny_model_dir), "--engine", "ray", "--ray-address", address]
+        )
+        took = time.monotonic() - started
+    assert result.exit_code == 1 and 4 <= took < 30, (took, result.output)
+    assert f"no Ray cluster answered at {address} within 4 s" in result.output
+    assert not (tmp_path / "home").exists()  # nothing was built

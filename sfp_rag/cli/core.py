@@ -202,6 +202,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
       SFP_RAG_CACHE   dequantized/merged weights, digests [default: user cache]
       SFP_RAG_SERVER  a running `sfp-rag serve` for query/ask (URL)
       SFP_RAG_API_KEY the API key serve requires and query/ask send
+      SFP_RAG_RAY_TIMEOUT  seconds to wait for --ray-address to answer [default: 30]
     """
     ctx.meta["sfp_rag.verbosity"] = {"verbose": verbose, "quiet": quiet}
     _setup_logging(verbose, quiet)
@@ -276,7 +277,12 @@ def engine_options(f):
             show_default=True,
             help="local: this process; ray: Ray Data over an actor pool of encoders (the [distributed] extra).",
         ),
-        click.option("--ray-address", default=None, help="Join this Ray cluster [default: start a local Ray]."),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Join this Ray cluster (host:port, ray://host:port); one that does not answer within "
+            "$SFP_RAG_RAY_TIMEOUT seconds (30) is an error [default: start a local Ray].",
+        ),
         click.option(
             "--workers", type=click.IntRange(min=1), default=None, help="Ray actors [default: one per GPU, else 1]."
         ),
@@ -290,6 +296,15 @@ def check_engine_options(engine: str, ray_address: str | None, workers: int | No
     """Before any model loads: Ray options make sense only with the Ray engine."""
     if engine == "local" and (ray_address or workers):
         raise click.UsageError("--ray-address and --workers go with --engine ray")
+    if ray_address:
+        from .._utils import require
+        from ..distributed.ray_engine import RAY_INSTALL, check_cluster
+
+        try:
+            require("ray", "Distributed indexing", RAY_INSTALL)
+            check_cluster(ray_address)  # before the model loads: a dead address fails in bounded time
+        except USER_ERRORS as err:
+            raise fail(err) from err
 
 
 def make_embedder(engine: str, encoder, ray_address: str | None, workers: int | None, batch_size: int):

@@ -11,6 +11,10 @@ the incremental bookkeeping (which files changed, by content hash) and writes th
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -20,6 +24,72 @@ from .._utils import require
 logger = logging.getLogger(__name__)
 
 RAY_INSTALL = "pip install 'sfp-rag[distributed]' (or: pip install 'ray[data]')"
+RAY_TIMEOUT_ENV = "SFP_RAG_RAY_TIMEOUT"
+DEFAULT_RAY_TIMEOUT = 30.0
+_DEFAULT_PORTS = {"ray://": 10001, "": 6379}  # Ray Client's port, the GCS port
+
+
+class RayClusterError(ValueError):
+    """No Ray cluster answers at the address given."""
+
+
+def ray_timeout() -> float:
+    """Seconds to wait for a Ray cluster to answer: ``$SFP_RAG_RAY_TIMEOUT``, else 30."""
+    value = os.environ.get(RAY_TIMEOUT_ENV)
+    try:
+        seconds = float(value) if value else DEFAULT_RAY_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{RAY_TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"{RAY_TIMEOUT_ENV} must be positive, got {value!r}")
+    return seconds
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` or ``ray://host:port`` (Ray's default port where none is given); None for
+    ``auto``, which Ray resolves itself."""
+    if address == "auto":
+        return None
+    scheme = "ray://" if address.startswith("ray://") else ""
+    rest = address[len(scheme) :].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest, _DEFAULT_PORTS[scheme]
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise RayClusterError(f"--ray-address {address!r} is not host:port or ray://host:port") from None
+
+
+def check_cluster(address: str, timeout: float | None = None) -> None:
+    """Raise ``RayClusterError`` within ``timeout`` seconds (default ``ray_timeout()``) when no Ray cluster answers
+    at ``address``. Ray's own connect retries for minutes without a word, so the attempt runs in a child process
+    that is stopped at the deadline; a closed port is reported at once."""
+    timeout = ray_timeout() if timeout is None else timeout
+    hint = (
+        "start a cluster there (on that machine: ray start --head), check the address, or leave out --ray-address "
+        "to run a local Ray"
+    )
+    target = _host_port(address)
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=min(timeout, 5.0)).close()
+        except OSError as err:
+            raise RayClusterError(f"no Ray cluster at {address}: {err.strerror or err}; {hint}") from None
+    code = (
+        "import sys, ray\n"
+        "ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, logging_level='ERROR')\n"
+        "print(ray.cluster_resources().get('CPU', 0))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RayClusterError(
+            f"no Ray cluster answered at {address} within {timeout:g} s (${RAY_TIMEOUT_ENV} sets the wait); {hint}"
+        ) from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise RayClusterError(f"could not join the Ray cluster at {address} ({last[:300]}); {hint}")
 
 
 class _EncodeBatch:
@@ -75,7 +145,8 @@ class RayEmbedder:
     Args:
         encoder: the (local) encoder whose settings the actors rebuild; its vectors and the actors' agree.
         workers: actors; default: one per GPU of the cluster, or 1 on CPU.
-        address: a running cluster (``ray://...`` or ``host:port``); None starts a local Ray for this process.
+        address: a running cluster (``ray://...`` or ``host:port``); None starts a local Ray for this process. A
+            cluster that does not answer within ``$SFP_RAG_RAY_TIMEOUT`` seconds (30) is a ``RayClusterError``.
         batch_size: texts per forward pass in an actor.
         group_size: texts per Ray job (the builder saves vectors after each).
     """
@@ -93,6 +164,8 @@ class RayEmbedder:
 
         self._started = False
         if not ray.is_initialized():
+            if address is not None:
+                check_cluster(address)  # a bounded wait: ray.init alone retries for ever on a dead address
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address is None and workers is not None:
                 options["num_cpus"] = max(workers + 1, 2)  # the actors plus Ray Data's own tasks
