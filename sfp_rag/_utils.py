@@ -15,7 +15,7 @@ import random
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,42 @@ def require(module: str, purpose: str, install: str) -> None:
         raise ImportError(
             f"{purpose} needs the '{module}' package, which is not installed. Install it with: {install}"
         )
+
+
+# --- text input ----------------------------------------------------------------------------------------------
+
+
+def check_texts(texts: object, name: str = "texts") -> list[str]:
+    """Accept a ``str`` or a sequence of ``str`` (list, tuple, any ordered iterable of strings); raise a
+    ``TypeError`` for anything else (bytes, a dict or set, a number) and a ``ValueError`` for a string that is not
+    valid Unicode (lone surrogates, e.g. undecodable bytes that reached Python through ``surrogateescape``).
+    ``name`` is what the messages call the input (``texts``, or a request field such as ``input``).
+
+    The local paths and the HTTP client (``client.SFPClient``) both check with it, so the same input gets the
+    same message whether it is embedded here or sent to a server."""
+    if isinstance(texts, str):
+        out = [texts]
+    elif isinstance(texts, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name} must be str, not {type(texts).__name__}: decode it first, e.g. data.decode('utf-8')")
+    elif isinstance(texts, (Mapping, Set)) or not isinstance(texts, Iterable):
+        raise TypeError(
+            f"{name} must be a string or a list of strings, got {type(texts).__name__}"
+            + (" (unordered: pass a list, e.g. list(values))" if isinstance(texts, (Mapping, Set)) else "")
+        )
+    else:
+        out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = t[err.start]
+            raise ValueError(
+                f"{name}[{i}] is not valid text: it holds the lone surrogate U+{ord(bad):04X} at position "
+                f"{err.start} (usually bytes that are not UTF-8); pass text decoded as UTF-8"
+            ) from None
+    return out
 
 
 # --- device and dtype ------------------------------------------------------------------------------------------

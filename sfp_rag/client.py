@@ -13,6 +13,7 @@ import base64
 import os
 from typing import Any
 
+from ._utils import check_texts
 from .hits import Hit
 
 SERVER_ENV = "SFP_RAG_SERVER"
@@ -30,9 +31,13 @@ class SFPClient:
         url: the server, e.g. ``http://127.0.0.1:8000`` (default: ``$SFP_RAG_SERVER``).
         api_key: sent as ``Authorization: Bearer`` (default: ``$SFP_RAG_API_KEY``).
         timeout: seconds per request.
+        batch_size: texts per request of ``embed`` at most (fewer where the server takes fewer; more texts are sent
+            in several requests).
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0, batch_size: int = 256
+    ) -> None:
         import httpx
 
         url = url or os.environ.get(SERVER_ENV)
@@ -43,6 +48,8 @@ class SFPClient:
         key = api_key or os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.url = url.rstrip("/")
+        self.batch_size = batch_size
+        self._limit: int | None = None
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -88,6 +95,7 @@ class SFPClient:
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """What ``sfp-rag query --format json`` prints: ``{query, index, mode, score_kind, hits}`` (a list for a
         list of queries)."""
+        check_texts(query)  # what a local search would refuse is refused here too, with the same message
         body = {"query": query, "index": index, "k": k, "mode": mode, "nprobe": nprobe, "ef_search": ef_search}
         return self._call("POST", "/search", json=body)
 
@@ -96,18 +104,29 @@ class SFPClient:
         import numpy as np
 
         single = isinstance(texts, str)
-        body = {"input": texts, "encoding_format": "base64", "input_type": input_type}
-        data = self._call("POST", "/v1/embeddings", json=body)["data"]
-        rows = [
-            np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
-            for d in sorted(data, key=lambda d: d["index"])
-        ]
+        texts = check_texts(texts)  # the local encoder's checks and messages, before anything is sent
+        rows = []
+        step = self.batch_size
+        if len(texts) > 1:  # any number of texts, as in-process: as many requests as the server's limit needs
+            step = min(step, self._max_inputs())
+        for start in range(0, len(texts), step):
+            body = {"input": texts[start : start + step], "encoding_format": "base64", "input_type": input_type}
+            data = self._call("POST", "/v1/embeddings", json=body)["data"]
+            rows += [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4")
+                     for d in sorted(data, key=lambda d: d["index"])]  # fmt: skip
         out = np.stack(rows).astype(np.float32)
         return out[0] if single else out
+
+    def _max_inputs(self) -> int:
+        """The texts per request the server takes (its ``/health`` says; 256 for a server that does not)."""
+        if self._limit is None:
+            self._limit = int(self.health().get("limits", {}).get("max_inputs", 256))
+        return self._limit
 
     def ask(self, question: str, index: str | None = None, k: int = 3, mode: str = "extract") -> dict[str, Any]:
         """The answer and its numbered sources: ``mode`` ``extract`` (cited sentences of the sources) or
         ``generate`` (the server's LM)."""
+        check_texts(question)
         body = {"question": question, "index": index, "k": k, "mode": mode}
         return self._call("POST", "/ask", json=body)
 

@@ -10,8 +10,21 @@ candidates (the top hit of a hybrid search scores near 1 however poor it is), so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as None (JSON null): indexes written before such metadata was refused
+    may hold them, and standard JSON has no way to say them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _rounded(value: float | None) -> float | None:
@@ -71,7 +84,7 @@ class Hit:
             "end": self.end,
             "text": self.text,
             "row": self.row,
-            "metadata": self.metadata or {},
+            "metadata": _finite(self.metadata or {}),
         }
 
     @classmethod

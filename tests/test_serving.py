@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def _metric(url: str, name: str) -> float:
 def test_bad_requests_get_clear_json_errors_and_the_server_lives(url):
     cases = [
         ({"input": ["x"] * 33}, "/v1/embeddings", 413, "at most 32"),
-        ({"input": "x" * 2001}, "/v1/embeddings", 413, "at most 2000"),
+        # a text over max_chars is cut, as the local path truncates: test_client_and_local_paths_agree
         ({"input": [[1, 2, 3]]}, "/v1/embeddings", 422, "input"),
         ({"input": []}, "/v1/embeddings", 422, "empty"),
         ({"input": "x", "dimensions": 7}, "/v1/embeddings", 422, "dimensions"),
@@ -293,3 +294,92 @@ def test_a_server_of_the_whole_home_refuses_names_that_are_paths(kb, encoder, mo
     for bad in ("../serve0/kb", "/etc", ".", "kb/../kb"):
         with pytest.raises(UnknownIndex):
             registry.get(bad)
+
+
+# --- round 3: no 500 for bad input, one odd index does not take the server down, client and local agree ---------
+
+
+def test_text_that_is_not_unicode_is_a_422_that_names_the_field(url):
+    """A lone surrogate is valid JSON ("\\ud800") but not text: a 422 naming the field, never a 500."""
+    cases = {
+        "/search": (b'{"query": "cats \\ud800 dogs"}', "query[0] is not valid text"),
+        "/v1/embeddings": (b'{"input": ["fine", "\\udcff"]}', "input[1] is not valid text"),
+        "/ask": (b'{"question": "\\ud800?"}', "question[0] is not valid text"),
+    }
+    for route, (body, message) in cases.items():
+        response = httpx.post(f"{url}{route}", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and message in response.json()["error"]["message"], response.text
+
+
+def test_non_finite_metadata_is_refused_and_never_breaks_search(tmp_path, encoder, monkeypatch):
+    from sfp_rag import Index
+
+    index = Index.create(tmp_path / "kb", texts=["cats sleep", "dogs walk"], encoder=encoder, chunk_size=64,
+                         chunk_overlap=8, show_progress=False)  # fmt: skip
+    for bad in ({"score": float("nan")}, {"x": [1.0, float("inf")]}, {"deep": {"y": -float("inf")}}):
+        with pytest.raises(ValueError, match="finite"):
+            index.add(["a text"], ids=["t"], metadata=[bad])
+    for bad in ({1: "a"}, {"ok": {2.5: "b"}}, {"l": [{None: 1}]}):
+        with pytest.raises(TypeError, match="keys must be strings"):
+            index.add(["a text"], ids=["t"], metadata=[bad])
+    # an index written before the check may hold NaN in its docstore: the server answers with null, not a 500
+    index.add(["birds sing"], ids=["b"], metadata=[{"score": 1.5}])
+    docstore = tmp_path / "kb" / "docstore.jsonl"
+    docstore.write_text(docstore.read_text().replace('"score": 1.5', '"score": NaN'))
+    config = ServeConfig(indexes=(str(tmp_path / "kb"),), max_wait_ms=5)
+    with running(create_app(config, encoder)) as base:
+        answer = httpx.post(f"{base}/search", json={"query": "birds", "k": 3, "mode": "bm25"})
+    assert answer.status_code == 200, answer.text
+    assert {"score": None} in [h["metadata"] for h in answer.json()["hits"]]
+
+
+def test_one_index_of_another_encoder_does_not_take_the_server_down(tmp_path, encoder, tiny_model_dir, monkeypatch):
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.serving.server import build
+
+    monkeypatch.setenv("SFP_RAG_HOME", str(tmp_path / "home"))
+    docs = write_docs(tmp_path / "docs")
+    build_index(docs, encoder, tmp_path / "home" / "a", chunk_size=64, chunk_overlap=8, show_progress=False)
+    other = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", template="sth-sum")
+    build_index(docs, other, tmp_path / "home" / "b", chunk_size=64, chunk_overlap=8, show_progress=False)
+    app, served_by = build(ServeConfig(max_wait_ms=5))  # no --model: the first index that opens decides
+    assert served_by.fingerprint() == encoder.fingerprint()
+    with running(app) as base:
+        health = httpx.get(f"{base}/health").json()
+        assert health["status"] == "degraded" and health["indexes"] == ["a"]
+        assert "another encoder" in health["unavailable"]["b"] and "--model" not in health["unavailable"]["b"]
+        for route, body in (
+            ("/search", {"query": "cats", "index": "b"}),
+            ("/ask", {"question": "cats?", "index": "b"}),
+        ):
+            response = httpx.post(f"{base}{route}", json=body, timeout=30)
+            assert response.status_code == 409, (route, response.text)
+            assert "sfp-rag serve --index b" in response.json()["error"]["message"]
+        assert httpx.post(f"{base}/search", json={"query": "cats", "index": "a"}).status_code == 200
+
+
+def test_client_and_local_paths_agree(url, encoder, kb):
+    from click.testing import CliRunner
+
+    from sfp_rag.cli import main
+    from sfp_rag.client import SFPClient
+    from sfp_rag.integrations.llamaindex import SFPEmbedding
+
+    long_text = "Cats sleep for most of the day and purr when content. " * 800  # 44,000 characters
+    with SFPClient(url) as client:
+        np.testing.assert_allclose(client.embed(long_text), encoder.encode_documents(long_text), atol=1e-5)
+        for bad in ("broken \udcff bytes", b"bytes"):
+            with pytest.raises((TypeError, ValueError)) as local:
+                encoder.encode_documents(bad)
+            with pytest.raises(type(local.value), match=re.escape(str(local.value))):
+                client.embed(bad)
+        many = [f"text {i}" for i in range(300)]  # more than a server takes in one request: sent in two
+        np.testing.assert_allclose(client.embed(many), encoder.encode_documents(many), atol=1e-5)
+    remote = SFPEmbedding(server=url)
+    with pytest.raises(ValueError, match="lone surrogate U\\+DCFF"):
+        remote.get_text_embedding("broken \udcff bytes")
+    args = ["query", "walk \udcff every day", "-k", "1"]
+    local = CliRunner().invoke(main, [*args, "--index", str(kb / "kb")])
+    served = CliRunner().invoke(main, [*args, "--server", url, "--index", "kb"])
+    assert local.exit_code == served.exit_code == 1
+    assert "lone surrogate U+DCFF" in local.output and "lone surrogate U+DCFF" in served.output

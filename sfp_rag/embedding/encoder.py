@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import progress_bar, quiet_third_party, require, resolve_device, resolve_dtype
+from .._utils import check_texts, progress_bar, quiet_third_party, require, resolve_device, resolve_dtype
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import (
     CONFIG_NAME,
@@ -34,7 +34,7 @@ from .config import (
 )
 from .modeling import SFPModel
 from .pooling import check_pooling, pool, pooled_dim
-from .tokenization import PromptTokenizer, check_texts
+from .tokenization import PromptTokenizer
 
 logger = logging.getLogger(__name__)
 

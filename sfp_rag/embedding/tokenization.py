@@ -12,11 +12,12 @@ can leave it one token off the limit when the cut changes how its last character
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from .._utils import check_texts
 from .prompts import PromptTemplate, RenderedPrompt, get_template, normalize_sentence
 
 logger = logging.getLogger(__name__)
@@ -55,35 +56,6 @@ class TokenizedPrompt:
     rep1: int
     rep2: int
     truncated: bool = False
-
-
-def check_texts(texts: object) -> list[str]:
-    """Accept a ``str`` or a sequence of ``str`` (list, tuple, any ordered iterable of strings); raise a
-    ``TypeError`` for anything else (bytes, a dict or set, a number) and a ``ValueError`` for a string that is not
-    valid Unicode (lone surrogates, e.g. undecodable bytes that reached Python through ``surrogateescape``)."""
-    if isinstance(texts, str):
-        out = [texts]
-    elif isinstance(texts, (bytes, bytearray, memoryview)):
-        raise TypeError(f"texts must be str, not {type(texts).__name__}: decode it first, e.g. data.decode('utf-8')")
-    elif isinstance(texts, (Mapping, Set)) or not isinstance(texts, Iterable):
-        raise TypeError(
-            f"texts must be a string or a list of strings, got {type(texts).__name__}"
-            + (" (unordered: pass a list, e.g. list(values))" if isinstance(texts, (Mapping, Set)) else "")
-        )
-    else:
-        out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.60}), not str; convert or drop it")
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as err:
-            bad = t[err.start]
-            raise ValueError(
-                f"texts[{i}] is not valid text: it holds the lone surrogate U+{ord(bad):04X} at position {err.start} "
-                "(usually bytes that are not UTF-8); pass text decoded as UTF-8"
-            ) from None
-    return out
 
 
 class PromptTokenizer:

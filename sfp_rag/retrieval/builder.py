@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import atomic_directory, atomic_write_json, ensure_writable_dir, package_versions, progress_bar
-from ..embedding.tokenization import check_texts
+from .._utils import (
+    atomic_directory,
+    atomic_write_json,
+    check_texts,
+    ensure_writable_dir,
+    package_versions,
+    progress_bar,
+)
 from .centering import CENTERING_FILE, CenteredRows, Centering, fit_corpus
 from .chunking import chunk_sources, make_splitter
 from .documents import (
@@ -149,10 +155,24 @@ def _meta(meta: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     if not isinstance(meta, dict):
         raise TypeError(f"metadata must be a dict (JSON-serialisable), got {type(meta).__name__}")
-    try:
-        return json.loads(json.dumps(meta))  # a copy that is sure to round-trip through the docstore
+    _check_keys(meta, "metadata")
+    try:  # a copy that is sure to round-trip through the docstore, as standard JSON (no NaN or Infinity)
+        return json.loads(json.dumps(meta, allow_nan=False))
     except (TypeError, ValueError) as err:
-        raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
+        reason = "numbers must be finite (NaN and Infinity are not JSON)" if "JSON compliant" in str(err) else err
+        raise ValueError(f"metadata must be JSON-serialisable: {reason}") from None
+
+
+def _check_keys(value: Any, where: str) -> None:
+    """JSON would turn a key 1 into "1" (and True into "true"): keys that are not strings are refused instead."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} keys must be strings, got {key!r} ({type(key).__name__}); use str({key!r})")
+            _check_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_keys(item, f"{where}[{i}]")
 
 
 # --- building ---------------------------------------------------------------------------------------------------

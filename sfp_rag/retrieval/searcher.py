@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..embedding.tokenization import check_texts
+from .._utils import check_texts
 from .faiss_index import check_search_params
 from .fusion import DEFAULT_FUSION, check_fusion, hybrid_search
 from .index_folder import (

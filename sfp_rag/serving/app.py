@@ -10,8 +10,9 @@
 - ``GET /health``, ``GET /indexes``, ``GET /metrics`` (Prometheus text: requests, latency, batch sizes, queue).
 
 Every error is JSON ``{"error": {"message", "type", "code"}}`` with the status that fits: 401 (API key), 404 (index),
-413 (too many or too long inputs), 422 (malformed request), 503 (queue full; ``Retry-After``). A malformed request
-never takes the server down.
+409 (an index this server cannot serve, with the reason), 413 (too many inputs), 422 (malformed request, text that
+is not valid Unicode), 503 (queue full; ``Retry-After``). A malformed request never takes the server down. A text
+longer than ``max_chars`` is cut to it, as the in-process path reads only its first 512 tokens.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .._utils import check_texts as valid_texts
 from ..embedding.config import display_name
 from ..retrieval.index_folder import SCORE_KINDS
 from ..retrieval.searcher import default_mode
@@ -125,7 +127,8 @@ def create_app(
     registry: IndexRegistry | None = None,
     answer: Callable[[str, Any, int], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """The FastAPI app over a loaded ``encoder``; ``answer(question, searcher, k)`` serves /ask (None: a 503)."""
+    """The FastAPI app over a loaded ``encoder``; ``answer(question, searcher, k, mode)`` serves /ask (None:
+    extractive answers only, and a 503 for ``mode: generate``)."""
     registry = registry if registry is not None else IndexRegistry(config.indexes, encoder)
     metrics = Metrics()
     model_name = display_name(encoder.config)
@@ -204,21 +207,35 @@ def create_app(
         except QueueFull as err:
             raise ApiError(503, f"server busy: {err}", "overloaded", {"Retry-After": "1"}) from None
 
-    def check_texts(texts: list[str], what: str) -> None:
+    def check_texts(texts: list[str], what: str) -> list[str]:
+        """The request's texts, checked as the local path checks them, each cut to ``max_chars`` characters: the
+        model reads at most the first 512 tokens of a text (as in-process), far fewer than that many characters."""
         if not texts:
             raise ApiError(422, f"{what} is empty; give at least one text")
         if len(texts) > config.max_inputs:
             raise ApiError(413, f"{len(texts)} {what}s in one request; at most {config.max_inputs} (split it up)")
+        try:
+            valid_texts(texts, what)  # a lone surrogate ("\ud800" in the JSON) is a 422 that names the field
+        except (TypeError, ValueError) as err:
+            raise ApiError(422, str(err)) from None
         for i, t in enumerate(texts):
-            if len(t) > config.max_chars:
-                raise ApiError(413, f"{what}[{i}] has {len(t)} characters; at most {config.max_chars}")
             if what == "query" and not t.strip():
                 raise ApiError(422, f"query[{i}] is empty; give some text to search for")
+        return [t[: config.max_chars] for t in texts]
+
+    def open_index(name: str | None):
+        """The searcher of a served index: 404 for a name it does not serve, 409 with the reason for one it cannot
+        (damaged, or built by another encoder), never a 500."""
+        try:
+            return registry.get(name)
+        except UnknownIndex as err:
+            raise ApiError(404, str(err.args[0]), "not_found") from None
+        except (ValueError, OSError) as err:
+            raise ApiError(409, str(err), "index_error") from None
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        check_texts(texts, "input")
+        texts = check_texts([body.input] if isinstance(body.input, str) else body.input, "input")
         if body.dimensions is not None and body.dimensions != encoder.dim:
             raise ApiError(422, f"dimensions={body.dimensions}, but this model's embeddings have {encoder.dim}")
         counts = [count_tokens(t) for t in texts]  # tokenized once: for the batch budget and for usage
@@ -239,16 +256,10 @@ def create_app(
 
     @app.post("/search")
     async def search(body: SearchRequest):
-        queries = [body.query] if isinstance(body.query, str) else body.query
-        check_texts(queries, "query")
+        queries = check_texts([body.query] if isinstance(body.query, str) else body.query, "query")
         if not 1 <= body.k <= config.max_k:
             raise ApiError(422, f"k must be in 1..{config.max_k}, got {body.k}")
-        try:
-            name, searcher = registry.get(body.index)
-        except UnknownIndex as err:
-            raise ApiError(404, str(err.args[0]), "not_found") from None
-        except ValueError as err:  # damaged, or built by another encoder
-            raise ApiError(409, str(err), "index_error") from None
+        name, searcher = open_index(body.index)
         mode = "hybrid" if body.hybrid else body.mode or default_mode(searcher.collection)
         params = {n: v for n, v in {"nprobe": body.nprobe, "efSearch": body.ef_search}.items() if v is not None}
         vectors = await embed(queries, "query") if mode != "bm25" else None
@@ -272,20 +283,29 @@ def create_app(
 
     @app.post("/ask")
     async def ask(body: AskRequest):
-        if answer is None:
-            raise ApiError(503, "this server has no answering model (start it with --llm)", "unavailable")
-        check_texts([body.question], "query")
+        (question,) = check_texts([body.question], "question")
         if not 1 <= body.k <= min(config.max_k, 20):
             raise ApiError(422, f"k must be in 1..{min(config.max_k, 20)}, got {body.k}")
-        try:
-            name, searcher = registry.get(body.index)
-        except UnknownIndex as err:
-            raise ApiError(404, str(err.args[0]), "not_found") from None
-        return await asyncio.to_thread(answer, body.question, searcher, body.k, body.mode)
+        name, searcher = open_index(body.index)
+        if answer is not None:
+            return await asyncio.to_thread(answer, question, searcher, body.k, body.mode)
+        if body.mode == "generate":
+            raise ApiError(503, "this server has no answering model (start it with --llm)", "unavailable")
+        from ..integrations.extractive import extract_answer  # needs no language model
+
+        return await asyncio.to_thread(extract_answer, question, searcher, body.k)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "dim": encoder.dim, "indexes": registry.names()}
+        served, unavailable = await asyncio.to_thread(registry.check_all)
+        return {
+            "status": "ok" if not unavailable else "degraded",
+            "model": model_name,
+            "dim": encoder.dim,
+            "indexes": served,
+            "unavailable": unavailable,  # name -> why it cannot be served (answered with 409)
+            "limits": {"max_inputs": config.max_inputs, "max_chars": config.max_chars, "max_k": config.max_k},
+        }
 
     @app.get("/indexes")
     async def indexes() -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ class ServeConfig:
     max_wait_ms: float = field(default=4.0, metadata={"help": "how long a batch waits for more requests"})
     max_queue: int = field(default=1024, metadata={"help": "texts waiting at most; more gets 503"})
     max_inputs: int = field(default=256, metadata={"help": "texts (or queries) per request at most; 413"})
-    max_chars: int = field(default=32_000, metadata={"help": "characters per text at most; 413"})
+    max_chars: int = field(
+        default=32_000, metadata={"help": "longer texts are cut to this many characters (the model reads 512 tokens)"}
+    )
     max_k: int = field(default=100, metadata={"help": "hits per query at most; 422"})
     device: str | None = None
     dtype: str | None = None

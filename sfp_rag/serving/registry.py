@@ -17,7 +17,9 @@ from ..retrieval.index_folder import (
     MANIFEST,
     Collection,
     IndexFolderError,
+    IndexMismatchError,
     check_index_name,
+    describe_difference,
     index_home,
     looks_like_path,
     resolve_index_path,
@@ -80,14 +82,27 @@ class IndexRegistry:
         cached = self._open.get(name)
         if cached is not None and cached[0] == key:
             return name, cached[1]
-        searcher = Searcher(Collection.open(path), self.encoder)  # refuses an index of another encoder
+        collection = Collection.open(path)
+        if self.encoder is not None and self.encoder.fingerprint() != collection.fingerprint:
+            difference = describe_difference(collection.manifest["encoder"]["identity"], self.encoder)
+            raise IndexMismatchError(
+                f"index {name!r} was built by another encoder than this server's ({difference}); serve it from a "
+                f"server of its own: sfp-rag serve --index {name} --port <another port>"
+            )
+        searcher = Searcher(collection, self.encoder)
         if cached is not None:
             logger.info("index %s changed on disk: reloaded", name)
         self._open[name] = (key, searcher)
         return name, searcher
 
-    def check_all(self) -> list[str]:
-        """Open every served index now (at startup), so a bad one is reported before the port opens."""
+    def check_all(self) -> tuple[list[str], dict[str, str]]:
+        """Open every served index now (at startup): the names that can be served, and for each that cannot (built
+        by another encoder, damaged) the reason. One odd index does not keep the others from being served."""
+        served, unavailable = [], {}
         for name in self.names():
-            self.get(name)
-        return self.names()
+            try:
+                self.get(name)
+                served.append(name)
+            except (UnknownIndex, ValueError, OSError) as err:
+                unavailable[name] = str(err.args[0] if isinstance(err, UnknownIndex) else err)
+        return served, unavailable

@@ -1,7 +1,8 @@
 """Start ``sfp-rag serve``: load the encoder once, open the indexes, warm up, then listen (uvicorn).
 
-The encoder is ``config.model`` or, without one, the encoder the (first) served index records, so queries are
-embedded the way the index was; every served index must have been built by it. Warming up runs a forward pass of a
+The encoder is ``config.model`` or, without one, the encoder the first served index that opens records, so queries
+are embedded the way the index was. An index built by another encoder (or damaged) does not stop the others: it is
+answered with 409 and its reason, and ``/health`` lists it. Warming up runs a forward pass of a
 full batch, so the first request does not pay for lazy initialisation.
 """
 
@@ -23,13 +24,17 @@ def load_encoder(config: ServeConfig):
 
     overrides = {k: v for k, v in {"device": config.device, "dtype": config.dtype}.items() if v is not None}
     if config.model is None:
-        registry = IndexRegistry(config.indexes, None)
-        names = registry.names()
-        if names:
-            from ..retrieval.searcher import Searcher
+        from ..retrieval.searcher import Searcher
 
-            searcher = Searcher.open(registry.path(names[0])[1], **overrides)
-            return searcher.encoder
+        registry = IndexRegistry(config.indexes, None)
+        problems = []
+        for name in registry.names():  # the first index that opens decides; the others must agree with it
+            try:
+                return Searcher.open(registry.path(name)[1], **overrides).encoder
+            except (ValueError, OSError) as err:
+                problems.append(f"{name}: {err}")
+        if problems:
+            raise ValueError("no served index can be opened, so there is no encoder to serve: " + "; ".join(problems))
     return SFPEncoder.from_pretrained(config.model, **overrides)
 
 
@@ -45,8 +50,10 @@ def build(config: ServeConfig, answer=None) -> tuple[Any, Any]:
 
     encoder = load_encoder(config)
     registry = IndexRegistry(config.indexes, encoder)
-    names = registry.check_all()
+    names, unavailable = registry.check_all()
     logger.info("serving %d indexes (%s) with %s", len(names), ", ".join(names) or "none yet", encoder)
+    for name, reason in unavailable.items():  # served as 409 with this reason, listed in /health
+        logger.warning("not serving %s: %s", name, reason)
     logger.info("warm-up pass: %.2f s", warm_up(encoder, config.max_batch_size))
     return create_app(config, encoder, registry, answer=answer), encoder
 
