@@ -508,3 +508,15 @@ def test_training_says_plain_lora_before_it_loads_anything(tmp_path, monkeypatch
     with caplog.at_level("WARNING", logger="sfp_rag"), pytest.raises(RuntimeError, match="data loading started"):
         trainer.train(config)
     assert "trains plain LoRA" in caplog.text and "pip install 'sfp-rag[train]'" in caplog.text
+
+
+def test_an_unwritable_out_is_refused_before_the_model_loads(tmp_path, no_model):
+    from tests.test_pipeline import write_docs
+
+    docs = write_docs(tmp_path / "docs")
+    (tmp_path / "afile").write_text("x")
+    targets = [tmp_path / "afile" / "kb"] + ([Path("/proc/sfp-rag-test/kb")] if Path("/proc/self").exists() else [])
+    for target in targets:
+        result = CliRunner().invoke(main, ["index", str(docs), "--out", str(target)])
+        assert result.exit_code == 1 and "cannot write the index" in result.output, result.output
+        assert "a model was loaded" not in result.output

@@ -551,3 +551,54 @@ def test_a_link_in_the_home_is_deleted_as_a_link_and_rebuilt_through(tmp_path, h
     assert deleted.exit_code == 0, deleted.output
     assert not (home / "linked").exists() and not (home / "linked").is_symlink()
     assert (elsewhere / "manifest.json").exists()  # the index it pointed to is never touched
+
+
+def test_refusals_say_why_and_never_advise_unsafe_loading(tmp_path, home, encoder, tiny_model_dir):
+    """A pickled adapter_model.bin or a vectors.npy of Python objects is refused with the reason; no message passes
+    on a library's advice to load with weights_only=False or allow_pickle=True."""
+    import shutil
+
+    import numpy as np
+
+    from sfp_rag import Index
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["-q", "train", "--data", str(_sentences(tmp_path)), "--model",
+                                       str(tiny_model_dir), "-o", str(run), "--steps", "1", "--batch-size", "4",
+                                       "--warmup-steps", "0", "--quantization", "none"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    adapter = tmp_path / "pickled"
+    shutil.copytree(run, adapter, ignore=shutil.ignore_patterns("checkpoints"))
+    (adapter / "adapter_model.safetensors").unlink()
+    (adapter / "adapter_model.bin").write_bytes(pickle.dumps(Payload()))
+    messages = []
+    with pytest.raises(ValueError) as err:
+        SFPEncoder.from_pretrained(str(adapter))
+    messages.append(str(err.value))
+    args = ["train", "--data", str(_sentences(tmp_path)), "--model", str(adapter), "-o", str(tmp_path / "more")]
+    done = CliRunner().invoke(main, [*args, "--steps", "1", "--quantization", "none"])
+    assert done.exit_code == 1
+    messages.append(done.output)
+    index = Index.create("kb", texts=["cats sleep", "dogs walk"], encoder=encoder, chunk_size=64, chunk_overlap=8,
+                         show_progress=False)  # fmt: skip
+    np.save(home / "kb" / "vectors.npy", np.array([{"a": 1}, {"b": 2}], dtype=object), allow_pickle=True)
+    for mmap in (True, False):
+        with pytest.raises(IndexFolderError) as err:
+            Index.open("kb").collection.vectors(mmap=mmap)
+        messages.append(str(err.value))
+    for message in messages:
+        assert "refused" in message and "can run code" in message, message
+        assert not re.search(r"weights_only\s*(=|set to)\s*False|allow_pickle\s*=\s*True", message), message
+    assert "adapter_model.bin" in messages[0] and "holds Python objects" in messages[2]
+    assert index is not None
+
+
+def _sentences(tmp_path: Path) -> Path:
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(f"A short sentence number {i} about cats and dogs." for i in range(16)))
+    return path

@@ -105,6 +105,7 @@ def index(
       sfp-rag index ./docs --out /data/kb --index-type HNSW32 --rebuild
     """
     started = time.perf_counter()
+    from .._utils import ensure_writable_dir
     from ..retrieval.builder import build_index
     from ..retrieval.faiss_index import check_factory
     from ..retrieval.index_folder import (
@@ -127,6 +128,7 @@ def index(
     try:
         target = out or index_home() / (check_index_name(name) if name is not None else default_index_name(docs))
         check_build_target(target, docs)
+        ensure_writable_dir(target.parent, "the index")  # before the model loads, not after the embedding
         check_factory(index_type)
         if ondisk and index_type != "auto" and "IVF" not in index_type:
             raise ValueError(f"--ondisk needs an IVF index type (e.g. IVF4096,PQ80 or auto), got {index_type!r}")

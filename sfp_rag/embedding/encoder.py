@@ -379,6 +379,12 @@ def check_adapter_dir(adapter: str | Path) -> Path:
         raise FileNotFoundError(f"adapter {path} is not a folder; pass the directory `sfp-rag train` wrote")
     if not (path / "adapter_config.json").exists():
         raise FileNotFoundError(f"adapter {path} has no adapter_config.json; pass the directory `sfp-rag train` wrote")
+    if not (path / _ADAPTER_WEIGHTS[0]).exists() and (path / _ADAPTER_WEIGHTS[1]).exists():
+        raise ValueError(
+            f"adapter {path} holds its weights as {_ADAPTER_WEIGHTS[1]}, a pickle file: refused, because loading a "
+            f"pickle can run code; sfp-rag loads adapter weights only from {_ADAPTER_WEIGHTS[0]}. Where you trust "
+            "the file, convert it with PEFT (load it, then save_pretrained(..., safe_serialization=True))"
+        )
     if not any((path / name).exists() for name in _ADAPTER_WEIGHTS):
         raise FileNotFoundError(
             f"adapter {path} has adapter_config.json but no weights ({_ADAPTER_WEIGHTS[0]}): the folder is "

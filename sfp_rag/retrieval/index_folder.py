@@ -130,6 +130,19 @@ def check_regular(path: Path, index: Path) -> None:
         )
 
 
+def _array_problem(path: Path, err: Exception, hint: str, state: str = "") -> str:
+    """Why an array file was not loaded. One that holds Python objects is refused, and said so: such a file is
+    unpickled to load, which can run code, and sfp-rag never does it (nor suggests it: numpy's message names the
+    option that would)."""
+    text = str(err)
+    if "pickle" in text or "Python objects" in text:
+        return (
+            f"{path} holds Python objects, not plain numbers: refused, because loading objects from a file can run "
+            f"code; an index's arrays are plain float32 numbers that sfp-rag wrote; {hint}"
+        )
+    return f"{path} is {state}damaged ({text}); {hint}"
+
+
 def is_regular_file(path: Path) -> bool:
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
@@ -348,7 +361,12 @@ class Collection:
         try:
             vectors = np.load(self.path / VECTORS, mmap_mode="r" if mmap else None)
         except (ValueError, OSError) as err:
-            raise IndexFolderError(f"{self.path / VECTORS} is damaged ({err}); {rebuild_hint(self.path)}") from err
+            raise IndexFolderError(_array_problem(self.path / VECTORS, err, rebuild_hint(self.path))) from None
+        if vectors.dtype != np.float32 or vectors.ndim != 2:
+            raise IndexFolderError(
+                f"{self.path / VECTORS} is not a float32 matrix (it holds {vectors.dtype}, shape {vectors.shape}); "
+                f"{rebuild_hint(self.path)}"
+            )
         if vectors.shape[0] != self.ntotal:
             raise IndexFolderError(
                 f"{self.path / VECTORS} has {vectors.shape[0]} rows, expected {self.ntotal}; {rebuild_hint(self.path)}"
@@ -429,7 +447,7 @@ class Collection:
             try:
                 self._centering = Centering.load(where)
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-                raise IndexFolderError(f"{where} is missing or damaged ({err}); {rebuild_hint(self.path)}") from None
+                raise IndexFolderError(_array_problem(where, err, rebuild_hint(self.path), "missing or ")) from None
         return self._centering
 
     def search_queries(self, queries: np.ndarray) -> np.ndarray:

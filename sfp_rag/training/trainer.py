@@ -111,7 +111,9 @@ def build_peft_model(config: TrainConfig, device: str, quantization: str):
     if config.init_adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+        from ..embedding.encoder import check_adapter_dir  # safetensors only: a pickled adapter is refused
+
+        model = PeftModel.from_pretrained(model, str(check_adapter_dir(config.init_adapter)), is_trainable=True)
     else:
         model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
