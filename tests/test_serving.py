@@ -302,9 +302,9 @@ def test_a_server_of_the_whole_home_refuses_names_that_are_paths(kb, encoder, mo
 def test_text_that_is_not_unicode_is_a_422_that_names_the_field(url):
     """A lone surrogate is valid JSON ("\\ud800") but not text: a 422 naming the field, never a 500."""
     cases = {
-        "/search": (b'{"query": "cats \\ud800 dogs"}', "query[0] is not valid text"),
-        "/v1/embeddings": (b'{"input": ["fine", "\\udcff"]}', "input[1] is not valid text"),
-        "/ask": (b'{"question": "\\ud800?"}', "question[0] is not valid text"),
+        "/search": (b'{"query": "cats \\ud800 dogs"}', "query: is not valid text"),
+        "/v1/embeddings": (b'{"input": ["fine", "\\udcff"]}', "input: item 1 is not valid text"),
+        "/ask": (b'{"question": "\\ud800?"}', "question: is not valid text"),
     }
     for route, (body, message) in cases.items():
         response = httpx.post(f"{url}{route}", content=body, headers={"content-type": "application/json"})
@@ -383,3 +383,21 @@ def test_client_and_local_paths_agree(url, encoder, kb):
     served = CliRunner().invoke(main, [*args, "--server", url, "--index", "kb"])
     assert local.exit_code == served.exit_code == 1
     assert "lone surrogate U+DCFF" in local.output and "lone surrogate U+DCFF" in served.output
+
+
+def test_no_string_field_can_make_a_500(url):
+    """Every string field of every route, given a lone surrogate or an odd value: a 4xx (or a 200), never a 500."""
+    fields = {
+        "/v1/embeddings": {"input": "x", "model": "m", "user": "u", "input_type": "query", "encoding_format": "float"},
+        "/search": {"query": "x", "index": "kb", "mode": "dense"},
+        "/ask": {"question": "x", "index": "kb", "mode": "extract"},
+    }
+    for route, body in fields.items():
+        for field in body:
+            for odd in ('"\\ud800"', '"\\udfff tail"', '["\\ud800"]', "null", "1e999", '{"a": 1}'):
+                raw = json.dumps({**body, field: None}).replace("null", odd, 1) if field in body else ""
+                raw = raw.replace(f'"{field}": null', f'"{field}": {odd}')
+                response = httpx.post(
+                    f"{url}{route}", content=raw.encode(), headers={"content-type": "application/json"}
+                )
+                assert response.status_code < 500, (route, field, odd, response.text)

@@ -30,7 +30,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._utils import check_texts as valid_texts
@@ -47,7 +47,27 @@ logger = logging.getLogger(__name__)
 # --- requests -------------------------------------------------------------------------------------------------
 
 
-class EmbeddingsRequest(BaseModel):
+class _Request(BaseModel):
+    """Every request body: a string anywhere in it must be valid Unicode (JSON allows a lone surrogate such as
+    "\\ud800", which no UTF-8 answer can carry), so such a request is a 422 that names the field, never a 500."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_text(cls, value: Any) -> Any:
+        for i, text in enumerate([value] if isinstance(value, str) else value if isinstance(value, list) else []):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as err:
+                    where = f"item {i} " if isinstance(value, list) else ""
+                    raise ValueError(
+                        f"{where}is not valid text: it holds the lone surrogate U+{ord(text[err.start]):04X} at "
+                        f"position {err.start}; send text encoded as UTF-8"
+                    ) from None
+        return value
+
+
+class EmbeddingsRequest(_Request):
     input: str | list[str] = Field(description="a text or a list of texts (token-id inputs are not supported)")
     model: str | None = Field(default=None, description="accepted for compatibility; the server has one model")
     encoding_format: Literal["float", "base64"] = "float"
@@ -56,7 +76,7 @@ class EmbeddingsRequest(BaseModel):
     input_type: Literal["query", "document"] = Field(default="document", description="the prompt role")
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_Request):
     query: str | list[str]
     index: str | None = Field(default=None, description="an index name; None: the only one served")
     k: int = 5
@@ -66,7 +86,7 @@ class SearchRequest(BaseModel):
     ef_search: int | None = Field(default=None, description="HNSW beam width (HNSW indexes)")
 
 
-class AskRequest(BaseModel):
+class AskRequest(_Request):
     question: str
     index: str | None = None
     k: int = 3
@@ -191,7 +211,8 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in err.errors()[:5]
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()[:5]
         )
         return _error(422, f"malformed request: {problems}", "invalid_request_error")
 
