@@ -395,9 +395,7 @@ def test_no_string_field_can_make_a_500(url):
     for route, body in fields.items():
         for field in body:
             for odd in ('"\\ud800"', '"\\udfff tail"', '["\\ud800"]', "null", "1e999", '{"a": 1}'):
-                raw = json.dumps({**body, field: None}).replace("null", odd, 1) if field in body else ""
-                raw = raw.replace(f'"{field}": null', f'"{field}": {odd}')
-                response = httpx.post(
-                    f"{url}{route}", content=raw.encode(), headers={"content-type": "application/json"}
-                )
+                raw = json.dumps({**body, field: "__ODD__"}).replace('"__ODD__"', odd)
+                headers = {"content-type": "application/json"}
+                response = httpx.post(f"{url}{route}", content=raw.encode(), headers=headers)
                 assert response.status_code < 500, (route, field, odd, response.text)
