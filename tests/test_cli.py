@@ -520,3 +520,6 @@ def test_an_unwritable_out_is_refused_before_the_model_loads(tmp_path, no_model)
         result = CliRunner().invoke(main, ["index", str(docs), "--out", str(target)])
         assert result.exit_code == 1 and "cannot write the index" in result.output, result.output
         assert "a model was loaded" not in result.output
+        # an evaluation's result file too: checked when the options are read, not after an hour of work
+        result = CliRunner().invoke(main, ["eval", "sts", "--data", str(tmp_path), "-o", str(target / "r.json")])
+        assert result.exit_code == 2 and "cannot write the result file" in result.output, result.output

@@ -319,6 +319,19 @@ def make_embedder(engine: str, encoder, ray_address: str | None, workers: int | 
         raise fail(err) from err
 
 
+def writable_output(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A result file's folder is checked when the options are read: an evaluation that runs for an hour must not
+    end unable to save what it measured."""
+    if value is not None:
+        from .._utils import ensure_writable_dir
+
+        try:
+            ensure_writable_dir(value.expanduser().absolute().parent, "the result file")
+        except USER_ERRORS as err:
+            raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    return value
+
+
 def result_options(f):
     """--output (JSON file) and --label (the model's name in tables and reports)."""
     f = click.option(
@@ -326,6 +339,7 @@ def result_options(f):
         "-o",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
+        callback=writable_output,
         help="Write the results as JSON here.",
     )(f)
     return click.option("--label", default=None, help="Name of the model in tables [default: from the model].")(f)

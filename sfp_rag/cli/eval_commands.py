@@ -20,6 +20,7 @@ from .core import (
     query_template_option,
     result_options,
     senteval_option,
+    writable_output,
     write_result,
 )
 
@@ -299,7 +300,9 @@ def report(results, out, title, systems) -> None:
 @max_chunks_option
 @centering_option
 @chunking_options
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, callback=writable_output
+)
 def eval_templates(
     model, adapter, template, pooling, device, dtype, batch_size, templates, sts_data, beir_dir, split,
     max_queries, max_chunks, centering, chunk_size, chunk_overlap, output,
