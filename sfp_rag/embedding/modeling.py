@@ -1,7 +1,8 @@
 """The single forward pass: run the backbone once over a prompt batch and read Rep1 and Rep2.
 
-``SFPModel`` wraps any ``AutoModel`` backbone (plain, 4-bit or PEFT-wrapped). Position ids are computed from the
-attention mask, so left- and right-padded batches give the same representations; the LM head is never run.
+``SFPModel`` wraps any ``AutoModel`` backbone (plain, 4-bit or PEFT-wrapped). Right-padded batches (the default)
+run without a mask, as under causal attention padding at the end cannot change a real token; left-padded batches get
+the mask and position ids computed from it, so both give the same representations. The LM head is never run.
 """
 
 from __future__ import annotations
@@ -38,13 +39,23 @@ class SFPModel(nn.Module):
         return int(self.backbone.config.hidden_size)
 
     def hidden_states(self, batch: PromptBatch) -> torch.Tensor:
-        """The last hidden layer for every token: (B, L, D)."""
-        out = self.backbone(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids_from_mask(batch.attention_mask),  # (B, L)
-            use_cache=False,
-        )
+        """The last hidden layer for every token: (B, L, D).
+
+        A right-padded batch goes through the backbone as if it had no padding: under causal attention a real token
+        only sees the tokens before it, which are all real, so the padding mask changes nothing that is read (only
+        the padded positions' own states, never gathered), and the positions are 0, 1, 2, ... as in an unpadded
+        row. The backbone then takes the same path as a batch of one (SDPA's ``is_causal``, no mask materialised):
+        a text's vector does not depend on the batch it is in. A left-padded batch needs the mask and the positions
+        computed from it."""
+        if batch.padding_side == "right":
+            out = self.backbone(input_ids=batch.input_ids, use_cache=False)
+        else:
+            out = self.backbone(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=position_ids_from_mask(batch.attention_mask),  # (B, L)
+                use_cache=False,
+            )
         return out.last_hidden_state  # (B, L, D)
 
     def forward(self, batch: PromptBatch) -> SFPOutput:

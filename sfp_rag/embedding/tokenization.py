@@ -33,9 +33,10 @@ class PromptBatch:
     attention_mask: torch.Tensor  # (B, L) long, 1 on real tokens
     rep1_index: torch.Tensor  # (B,) long, position of the last stage-one token
     rep2_index: torch.Tensor  # (B,) long, position of the last prompt token
+    padding_side: str = "right"  # where the padding is: right padding needs no mask in a causal model
 
     def to(self, device: torch.device | str) -> PromptBatch:
-        return PromptBatch(*(t.to(device, non_blocking=True) for t in self.tensors()))
+        return PromptBatch(*(t.to(device, non_blocking=True) for t in self.tensors()), padding_side=self.padding_side)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.input_ids, self.attention_mask, self.rep1_index, self.rep2_index
@@ -176,7 +177,7 @@ class PromptTokenizer:
             mask[row, shift : shift + n] = 1
             rep1[row] = it.rep1 + shift
             rep2[row] = it.rep2 + shift
-        return PromptBatch(ids, mask, rep1, rep2)
+        return PromptBatch(ids, mask, rep1, rep2, padding_side=padding_side)
 
     def __call__(self, texts: str | Sequence[str], padding_side: str = "right") -> PromptBatch:
         return self.collate(self.tokenize(texts), padding_side=padding_side)
