@@ -10,6 +10,8 @@ CUDA in fp32 and bf16.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -19,14 +21,14 @@ from sfp_rag.embedding.encoder import SFPEncoder
 from tests.conftest import CORPUS
 
 
-def _texts(n: int = 300) -> list[str]:
+def _texts(n: int = 160) -> list[str]:
     """Texts whose prompts span many lengths, with many of exactly the same length (as in the GPU finding)."""
     rng = np.random.default_rng(0)
     words = " ".join(CORPUS).split()
     return [" ".join(rng.choice(words, size=int(rng.integers(1, 16)))) for _ in range(n)]
 
 
-def _gemma3(vocab_size: int):
+def _gemma3(vocab_size: int, head_dim: int = 64):
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     torch.manual_seed(0)
@@ -43,7 +45,7 @@ def _gemma3(vocab_size: int):
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
-    )  # fmt: skip  (Gemma-3-270M's head width, 256; 5 sliding-window layers of 8 tokens, then a global one)
+    )  # fmt: skip  (5 sliding-window layers of 8 tokens, then a global one)
     model = Gemma3TextModel(config)
     model.config._attn_implementation = "sdpa"
     return model.eval()
@@ -69,7 +71,7 @@ def _encoder(model, tokenizer, device: str, dtype: str) -> SFPEncoder:
 
 def _check(encoder: SFPEncoder, texts: list[str], floor: float) -> None:
     alone = np.stack([encoder.encode(t) for t in texts])
-    for batch_size in (7, 64, 300):
+    for batch_size in (16, len(texts)):
         batched = encoder.encode(texts, batch_size=batch_size)
         cos = (alone * batched).sum(1)
         assert cos.min() >= floor, (batch_size, float(cos.min()), int(cos.argmin()))
@@ -81,7 +83,7 @@ def test_a_vector_does_not_depend_on_its_batch_on_the_cpu(bpe_tokenizer, backbon
     texts = _texts()
     lengths = [len(p.input_ids) for p in _encoder(backbone(len(bpe_tokenizer)), bpe_tokenizer, "cpu", "float32")
                .prompt_tokenizer.tokenize(texts)]  # fmt: skip
-    assert max(lengths) - min(lengths) > 30 and max(np.bincount(lengths)) >= 10  # padded by 0 to 30+ tokens
+    assert max(lengths) - min(lengths) > 30 and max(np.bincount(lengths)) >= 8  # padded by 0 to 30+ tokens
     _check(_encoder(backbone(len(bpe_tokenizer)), bpe_tokenizer, "cpu", dtype), texts, floor)
 
 
@@ -99,7 +101,7 @@ def test_left_padding_with_a_mask_equals_right_padding_without_one(bpe_tokenizer
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backbone", [_llama, _gemma3])
+@pytest.mark.parametrize("backbone", [_llama, functools.partial(_gemma3, head_dim=256)])  # Gemma-3-270M's heads
 @pytest.mark.parametrize(("dtype", "floor"), [("float32", 0.9999), ("bfloat16", 0.98)])
 def test_a_vector_does_not_depend_on_its_batch_on_cuda(bpe_tokenizer, backbone, dtype, floor):
     if not torch.cuda.is_available():
