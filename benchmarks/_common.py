@@ -3,9 +3,15 @@ of the same kind; AMX makes bf16 ~3x faster), and where results go."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def safe_name(model: str) -> str:
+    """A model name or path as one file-name part: ``./runs/v1/`` -> ``runs-v1``, ``org/name`` -> ``org-name``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(model)).strip("-.") or "model"
 
 
 def machine() -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine  # noqa: E402  (benchmarks/ is the script's folder)
+from _common import machine, safe_name  # noqa: E402  (benchmarks/ is the script's folder)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -186,8 +186,8 @@ def main() -> None:
         "sts_b_test": quality,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    out = Path(__file__).parent / "results" / f"encode_speed_{args.device}_{args.model}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = Path(__file__).parent / "results" / f"encode_speed_{args.device}_{safe_name(args.model)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record_all, indent=2))
     print(f"wrote {out}")
 

@@ -1,13 +1,16 @@
 """Training cost of the single-pass objective against the two-pass ones, at equal model, batch and data.
 
-Each variant runs in its own subprocess, so peak memory is that variant's alone (peak RSS on CPU, peak allocated
-memory on CUDA). Step time is the median over the measured steps (forward, backward and optimizer step), after
-warm-up steps. Ratios are single-pass / two-pass from the same run.
+Each variant runs in its own subprocess, so peak memory is that variant's alone: on a CPU the peak RSS, and the
+memory above the loaded model as peak RSS minus the RSS after loading; on CUDA both from the CUDA allocator (peak
+allocated, and peak minus allocated after loading), since the process's RSS does not see GPU memory. Step time is
+the median over the measured steps (forward, backward and optimizer step), after warm-up steps. Ratios are
+single-pass / two-pass from the same run (a ratio whose denominator is not positive is reported as null).
 
     python benchmarks/train_cost.py                          # default model, CPU, batch 32
     python benchmarks/train_cost.py --dtype bfloat16 --quantization none
     python benchmarks/train_cost.py --model smollm2-135m --device cuda --batch-size 64
     python benchmarks/train_cost.py --objectives single-pass --grad-cache 8   # GradCache against the plain step
+    python benchmarks/train_cost.py --objectives single-pass --gradient-checkpointing   # checkpointing against none
 
 Writes benchmarks/results/train_cost_<device>_<model>_<quantization>_<dtype>.json.
 """
@@ -21,15 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine  # benchmarks/ is the script's folder
+from _common import machine, safe_name  # benchmarks/ is the script's folder
 
 OBJECTIVES = ("single-pass", "two-pass-dropout", "two-pass-prompts")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "unsup_sentences.txt.gz"
 
 
-def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -> dict:
-    """Measure one objective, optionally with GradCache sub-batches of ``grad_cache`` rows (runs inside the child
-    process)."""
+def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0, checkpointing: bool = False) -> dict:
+    """Measure one objective, optionally with GradCache sub-batches of ``grad_cache`` rows and gradient
+    checkpointing (runs inside the child process)."""
     import resource
     import statistics
 
@@ -39,7 +42,7 @@ def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -
     from sfp_rag.embedding.modeling import SFPModel
     from sfp_rag.training.config import TrainConfig
     from sfp_rag.training.data import load_texts
-    from sfp_rag.training.trainer import ObjectiveStep, _model_with_fallback, resolve_train_autocast
+    from sfp_rag.training.trainer import ObjectiveStep, load_model, resolve_train_autocast
 
     seed_everything(0)
     device = resolve_device(args.device)
@@ -53,16 +56,20 @@ def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -
         dtype=args.dtype,
         device=device,
         grad_cache=grad_cache,
+        gradient_checkpointing=checkpointing,
     )
     texts = load_texts(args.data)[: args.batch_size * (args.steps + args.warmup)]
-    model, tokenizer, quantization = _model_with_fallback(config, device)
+    model, tokenizer, quantization = load_model(config, device)
     sfp = SFPModel(model).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     autocast = resolve_train_autocast(args.dtype, device)
     step = ObjectiveStep(config, tokenizer, device, distributed=False, autocast=autocast)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is KiB on Linux)
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        cuda_loaded = torch.cuda.memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
     times, tokens = [], []
     for i in range(args.warmup + args.steps):
@@ -81,6 +88,7 @@ def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -
     out = {
         "objective": objective,
         "grad_cache": grad_cache,
+        "gradient_checkpointing": checkpointing,
         "quantization": quantization,
         "step_s": statistics.median(times),
         "step_s_all": times,
@@ -88,23 +96,38 @@ def run_variant(args: argparse.Namespace, objective: str, grad_cache: int = 0) -
         "rss_after_load_gib": rss_loaded,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
-    if device.startswith("cuda"):
+    if cuda:
+        out["cuda_after_load_gib"] = cuda_loaded
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["gpu"] = torch.cuda.get_device_name()
     return out
 
 
-def _ratios(a: dict, b: dict) -> dict[str, float]:
-    """Variant ``a`` over variant ``b``: step time, peak memory (CUDA where measured, else RSS), tokens per step, and
-    the memory above the loaded model."""
-    mem_key = "peak_cuda_gib" if "peak_cuda_gib" in a else "peak_rss_gib"
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def _memory(r: dict) -> tuple[float, float]:
+    """Peak memory and memory above the loaded model: from the CUDA allocator where measured, else from RSS."""
+    if "peak_cuda_gib" in r:
+        return r["peak_cuda_gib"], r["peak_cuda_gib"] - r["cuda_after_load_gib"]
+    return r["peak_rss_gib"], r["peak_rss_gib"] - r["rss_after_load_gib"]
+
+
+def _ratios(a: dict, b: dict) -> dict[str, float | None]:
+    """Variant ``a`` over variant ``b``: step time, peak memory, tokens per step, and the memory above the loaded
+    model (None where ``b``'s is not positive)."""
+    (a_peak, a_training), (b_peak, b_training) = _memory(a), _memory(b)
     return {
-        "step_time": a["step_s"] / b["step_s"],
-        "peak_memory": a[mem_key] / b[mem_key],
-        "tokens": a["tokens_per_step"] / b["tokens_per_step"],
-        "training_memory": (a["peak_rss_gib"] - a["rss_after_load_gib"])
-        / (b["peak_rss_gib"] - b["rss_after_load_gib"]),
+        "step_time": _ratio(a["step_s"], b["step_s"]),
+        "peak_memory": _ratio(a_peak, b_peak),
+        "tokens": _ratio(a["tokens_per_step"], b["tokens_per_step"]),
+        "training_memory": _ratio(a_training, b_training),
     }
+
+
+def _show(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def main() -> None:
@@ -119,19 +142,30 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--grad-cache", type=int, default=0, help="also run each objective with GradCache of N rows")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="also run each variant with gradient checkpointing (ratios against the same variant without)",
+    )
+    parser.add_argument("--out", default=None, help="result file [default: benchmarks/results/train_cost_...json]")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-grad-cache", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-checkpointing", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(run_variant(args, args.child, args.child_grad_cache)))
+        result = run_variant(args, args.child, args.child_grad_cache, bool(args.child_checkpointing))
+        print("RESULT " + json.dumps(result))
         return
     results = {}
-    variants = [(o, 0) for o in args.objectives.split(",")]
+    variants = [(o, 0, False) for o in args.objectives.split(",")]
     if args.grad_cache:
-        variants += [(o, args.grad_cache) for o in args.objectives.split(",")]
-    for objective, cache in variants:
-        name = f"{objective}+gradcache{cache}" if cache else objective
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", objective, "--child-grad-cache", str(cache)]
+        variants += [(o, args.grad_cache, False) for o in args.objectives.split(",")]
+    if args.gradient_checkpointing:
+        variants += [(o, c, True) for o, c, _ in variants]
+    for objective, cache, checkpointing in variants:
+        name = objective + (f"+gradcache{cache}" if cache else "") + ("+checkpointing" if checkpointing else "")
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--child", objective, "--child-grad-cache", str(cache),
+               "--child-checkpointing", str(int(checkpointing))]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
@@ -147,21 +181,21 @@ def main() -> None:
     single = results.get("single-pass")
     ratios = {}
     for name, r in results.items():
-        if single and name != "single-pass" and not r["grad_cache"]:
+        if single and name != "single-pass" and not r["grad_cache"] and not r.get("gradient_checkpointing"):
             ratios[name] = _ratios(single, r)
             print(
-                f"single-pass / {name}: time {ratios[name]['step_time']:.2f}, peak memory "
-                f"{ratios[name]['peak_memory']:.2f}, memory above the loaded model "
-                f"{ratios[name]['training_memory']:.2f}, tokens {ratios[name]['tokens']:.2f}"
+                f"single-pass / {name}: time {_show(ratios[name]['step_time'])}, peak memory "
+                f"{_show(ratios[name]['peak_memory'])}, memory above the loaded model "
+                f"{_show(ratios[name]['training_memory'])}, tokens {_show(ratios[name]['tokens'])}"
             )
     for name, r in results.items():
         plain = results.get(r["objective"])
-        if r["grad_cache"] and plain:
+        if (r["grad_cache"] or r.get("gradient_checkpointing")) and plain:
             ratios[name] = {f"{k}_vs_plain": v for k, v in _ratios(r, plain).items() if k != "tokens"}
             print(
-                f"{name} / {r['objective']}: time {ratios[name]['step_time_vs_plain']:.2f}, peak memory "
-                f"{ratios[name]['peak_memory_vs_plain']:.2f}, memory above the loaded model "
-                f"{ratios[name]['training_memory_vs_plain']:.2f}"
+                f"{name} / {r['objective']}: time {_show(ratios[name]['step_time_vs_plain'])}, peak memory "
+                f"{_show(ratios[name]['peak_memory_vs_plain'])}, memory above the loaded model "
+                f"{_show(ratios[name]['training_memory_vs_plain'])}"
             )
     record = {
         "benchmark": "train_cost",
@@ -175,12 +209,14 @@ def main() -> None:
         Path(__file__).parent
         / "results"
         / (
-            f"train_cost_{args.device}_{args.model}_{args.quantization}_{args.dtype}_b{args.batch_size}"
+            f"train_cost_{args.device}_{safe_name(args.model)}_{args.quantization}_{args.dtype}_b{args.batch_size}"
             + (f"_gc{args.grad_cache}" if args.grad_cache else "")
+            + ("_ckpt" if args.gradient_checkpointing else "")
             + ".json"
         )
     )
-    out.parent.mkdir(exist_ok=True)
+    out = Path(args.out) if args.out else out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
 

@@ -267,10 +267,13 @@ def test_bm25_over_texts_without_an_indexable_word():
 
 @pytest.mark.gpu
 def test_faiss_builds_and_searches_on_the_gpu(tmp_path):
+    pytest.importorskip(
+        "faiss", reason="FAISS is not installed (pip install faiss-gpu on a GPU machine; see the docs)"
+    )
     from sfp_rag.retrieval.faiss_index import faiss_gpus
 
     if faiss_gpus() == 0:
-        pytest.skip("needs a CUDA GPU and FAISS with GPU support (pip install faiss-gpu; see the README)")
+        pytest.skip("needs a CUDA GPU and FAISS with GPU support (this FAISS has none: pip install faiss-gpu)")
     vectors, queries = _clustered(20_000), _clustered(100, seed=3)
     _, truth = brute_force_search(vectors, queries, 10)
     for factory in ("Flat", "IVF64,Flat"):

@@ -88,7 +88,9 @@ from .core import USER_ERRORS, fail, main
 @click.option("--grad-cache", type=click.IntRange(min=0), default=0, show_default=True,
               help="GradCache: embed each batch N rows at a time and backpropagate through cached embeddings (the "
                    "whole batch's negatives at the activation memory of N rows); 0: off.")  # fmt: skip
-@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute activations in the backward pass instead of keeping them: less memory, more time "
+              "(benchmarks/train_cost.py --gradient-checkpointing measures both).")  # fmt: skip
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=2, show_default=True,

@@ -497,6 +497,12 @@ def _nf4_installed() -> bool:
     return False
 
 
+def load_model(config: TrainConfig, device: str):
+    """The model to train, its tokenizer and the quantization it got: NF4 where ``config`` asks for it and it works
+    here, plain LoRA otherwise (said with the reason)."""
+    return _model_with_fallback(config, device, config.quantization == "nf4" and _nf4_installed())
+
+
 def _model_with_fallback(config: TrainConfig, device: str, nf4: bool):
     """Load the model; if NF4 cannot train here, say what failed and fall back to plain LoRA."""
     if nf4:
