@@ -523,3 +523,36 @@ def test_an_unwritable_out_is_refused_before_the_model_loads(tmp_path, no_model)
         # an evaluation's result file too: checked when the options are read, not after an hour of work
         result = CliRunner().invoke(main, ["eval", "sts", "--data", str(tmp_path), "-o", str(target / "r.json")])
         assert result.exit_code == 2 and "cannot write the result file" in result.output, result.output
+
+
+def test_every_baseline_runs_through_eval_beir(tmp_path, tiny_model_dir, monkeypatch):
+    """bm25, each untrained-template baseline and MiniLM (here a tiny in-process BERT on the same MeanPoolEncoder
+    path), so that a peer's path cannot break unnoticed (MiniLM once crashed in eval beir)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from sfp_rag.cli.eval_commands import BASELINE_TEMPLATES
+    from sfp_rag.evaluation import peers
+    from tests.test_evaluation import CORPUS, QUERIES, make_beir
+
+    words = {w for t, x in CORPUS.values() for w in f"{t} {x}".lower().split()} | {
+        w for q in QUERIES.values() for w in q.lower().split()
+    }
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3} | {w: i + 4 for i, w in enumerate(sorted(words))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    bert_dir = tmp_path / "tiny-bert"
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(bert_dir)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(bert_dir)  # fmt: skip
+    monkeypatch.setattr(peers, "minilm_dir", lambda: bert_dir)
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    baselines = ",".join(["bm25", "minilm", *BASELINE_TEMPLATES])
+    args = ["-q", "eval", "beir", "--data", str(make_beir(tmp_path / "beir")), "--model", str(tiny_model_dir),
+            "--device", "cpu", "--dtype", "float32", "--baselines", baselines, "--hybrid", "--chunk-size", "64",
+            "--label", "tiny", "-o", str(tmp_path / "r.json")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "r.json").read_text())["scores"]
+    assert {"tiny", "tiny+bm25", "BM25", "all-MiniLM-L6-v2"} <= set(scores)
+    assert len(scores) == 4 + len(BASELINE_TEMPLATES), sorted(scores)

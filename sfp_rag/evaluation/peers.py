@@ -99,3 +99,5 @@ class MeanPoolEncoder:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    document_fingerprint = fingerprint  # one encoder for queries and documents: the cache key of its documents
