@@ -78,3 +78,27 @@ def test_result_file_names_are_safe_for_model_paths():
     common = _load("_common")
     assert common.safe_name("./runs/v1/") == "runs-v1" and common.safe_name("org/name") == "org-name"
     assert common.safe_name("gemma3-270m") == "gemma3-270m" and common.safe_name("/") == "model"
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_part_on_the_cpu_with_tiny_shapes(tmp_path):
+    """The GPU check's own dry run (about 3 minutes here, so marked slow): random-weight backbones of tiny shapes,
+    every part through to one JSON, as it will run on a bare GPU box."""
+    import json
+
+    out = tmp_path / "dry.json"
+    cmd = [
+        sys.executable,
+        str(BENCHMARKS / "gpu_check.py"),
+        "--dry",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["backbones"]["gemma3-270m"]["weights"].startswith("RANDOM")
+    assert result["encode"]["batch_invariance_float32_min_cosine"] > 0.9999
+    assert "ratios" in result["train"] and "ratios" in result["train7b"] and "results" in result["train7b_batch256"]

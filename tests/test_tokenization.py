@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from sfp_rag.embedding.prompts import PRESETS, get_template
-from sfp_rag.embedding.tokenization import PromptTokenizer
+from sfp_rag.embedding.tokenization import PromptTokenizer, TokenizedPrompt
 
 # The word each preset's Rep1 and Rep2 tokens must decode to.
 MARKERS = {
@@ -142,3 +142,41 @@ def test_rust_tokenizer_matches_transformers(tiny_model_dir, bpe_tokenizer):
             assert (x == y).all()
     assert fast.decode(fast.encode("a cat", add_special_tokens=False)) == "a cat"
     assert len(fast) == len(bpe_tokenizer)
+
+
+@pytest.mark.parametrize("fixture", ["bpe_tokenizer", "word_tokenizer"])
+@pytest.mark.parametrize("max_text_tokens", [3, 8, None])
+def test_position_lookups_agree_with_the_offset_scan(request, fixture, max_text_tokens):
+    """The fast path (the Rust encoding's char-to-token lookups) gives what scanning every offset gives: the same
+    ids, Rep1/Rep2, cut points and truncation flags, on plain, long, multi-byte and odd texts, on a byte-level BPE
+    (spaces inside tokens) and a word-level tokenizer (spaces in no token: the fallback)."""
+    tokenizer = request.getfixturevalue(fixture)
+    texts = [
+        "A cat sits on the mat.", "The capital of France is Paris, and the Seine flows through it.", "x", "",
+        "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber \u4e2d\u6587 \U0001f600 emoji", "  leading and trailing  ",
+        "word " * 40, "\u00e9" * 12, "\u00e9\u00e9", "a\tb\nc", "\"quoted\" text 'here'",
+    ]  # fmt: skip
+    odd = 'Text: "{text}" in one \u00e9{rep1} so \u4e2d'  # stages that end inside a multi-byte character's tokens
+    for template, normalize in (("eol-sum", True), ("question-sum", True), ("eol", True), (odd, False)):
+        prompter = PromptTokenizer(tokenizer, template, max_text_tokens=max_text_tokens, normalize_text=normalize)
+
+        def reference(text: str):
+            from sfp_rag.embedding.prompts import normalize_sentence
+
+            text = normalize_sentence(text) if normalize else text
+            r = prompter.template.render(text)
+            item, cut = prompter._scan(r, prompter._encode([r])[0], cut=True)
+            if cut is None:
+                return item
+            r = prompter.template.render(text[:cut])
+            item = prompter._scan(r, prompter._encode([r])[0], cut=False)[0]
+            return TokenizedPrompt(item.input_ids, item.rep1, item.rep2, truncated=True)
+
+        try:
+            fast = prompter.tokenize(texts)
+        except ValueError:  # a stage end no token ends at: the scan says the same
+            with pytest.raises(ValueError, match="no token ends where"):
+                [reference(t) for t in texts]
+            continue
+
+        assert fast == [reference(t) for t in texts], template

@@ -74,6 +74,9 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
     return batches
 
 
+_GPU_BATCHES_PER_COPY = 32  # batches whose vectors wait on the GPU before one copy to the host
+
+
 class SFPEncoder:
     """Embeds texts with a decoder-only LM and a two-stage prompt.
 
@@ -214,15 +217,34 @@ class SFPEncoder:
         if show_progress_bar is None and len(items) < 256:
             show_progress_bar = False  # a few texts: a bar would only flicker
         progress = progress_bar(len(items), "encode", "text", show_progress_bar, logger)
+        # On a GPU nothing waits for a batch: inputs go from page-locked memory without blocking, the next batch is
+        # tokenized and collated while this one runs, and the vectors stay on the device until a group of batches
+        # is copied back in one transfer.
+        on_gpu = str(self.device).startswith("cuda")
+        pending: list[tuple[list[int], torch.Tensor]] = []
+
+        def flush() -> None:
+            order = [i for rows, _ in pending for i in rows]
+            out[order] = torch.cat([emb for _, emb in pending]).cpu().numpy()
+            pending.clear()
+
         with torch.inference_mode():
             for rows in batches:
-                batch = prompter.collate([prompts[i] for i in rows]).to(self.device)
+                batch = prompter.collate([prompts[i] for i in rows])
+                batch = batch.pin_memory().to(self.device) if on_gpu else batch.to(self.device)
                 reps = self.model(batch)
                 emb = pool(reps.rep1, reps.rep2, mode).float()  # (b, d)
                 if normalize:
                     emb = F.normalize(emb, dim=-1)
-                out[rows] = emb.cpu().numpy()
+                if on_gpu:
+                    pending.append((rows, emb))
+                    if len(pending) == _GPU_BATCHES_PER_COPY:
+                        flush()
+                else:
+                    out[rows] = emb.numpy()
                 progress.update(len(rows))
+            if pending:
+                flush()
         progress.close()
         return out
 

@@ -11,10 +11,12 @@ can leave it one token off the limit when the cut changes how its last character
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .._utils import check_texts
@@ -37,6 +39,10 @@ class PromptBatch:
 
     def to(self, device: torch.device | str) -> PromptBatch:
         return PromptBatch(*(t.to(device, non_blocking=True) for t in self.tensors()), padding_side=self.padding_side)
+
+    def pin_memory(self) -> PromptBatch:
+        """The batch in page-locked memory, so that ``to(cuda)`` copies without blocking the host."""
+        return PromptBatch(*(t.pin_memory() for t in self.tensors()), padding_side=self.padding_side)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.input_ids, self.attention_mask, self.rep1_index, self.rep2_index
@@ -100,33 +106,70 @@ class PromptTokenizer:
         if self.normalize_text:
             texts = [normalize_sentence(t) for t in texts]
         rendered = [self.template.render(t) for t in texts]
-        encodings = self._encode(rendered)
         out: list[TokenizedPrompt | None] = [None] * len(texts)
         redo: list[int] = []
-        for i, (r, (ids, offsets)) in enumerate(zip(rendered, encodings)):
-            cut = self._cut_point(r, offsets)
+        for i, (r, encoding) in enumerate(zip(rendered, self._encode(rendered))):
+            item, cut = self._examine(r, encoding)
             if cut is None:
-                out[i] = self._locate(r, ids, offsets)
+                out[i] = item
             else:
                 texts[i] = texts[i][:cut]
                 redo.append(i)
         if redo:
             again = [self.template.render(texts[i]) for i in redo]
-            for i, r, (ids, offsets) in zip(redo, again, self._encode(again)):
-                item = self._locate(r, ids, offsets)
+            for i, r, encoding in zip(redo, again, self._encode(again)):
+                item = self._examine(r, encoding, cut=False)[0]
                 out[i] = TokenizedPrompt(item.input_ids, item.rep1, item.rep2, truncated=True)
             logger.debug("cut %d of %d texts to %s tokens", len(redo), len(texts), self.max_text_tokens)
         return out  # type: ignore[return-value]
 
-    def _encode(self, rendered: list[RenderedPrompt]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        enc = self.tokenizer(
-            [r.prompt for r in rendered],
-            add_special_tokens=True,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            truncation=False,
-        )
-        return list(zip(enc["input_ids"], enc["offset_mapping"]))
+    def _encode(self, rendered: list[RenderedPrompt]) -> list:
+        """The Rust tokenizer's ``Encoding`` of each prompt (what the transformers call computes, without turning
+        every offset into a Python tuple: positions are looked up in Rust, where most of the time went)."""
+        backend = self.tokenizer.backend_tokenizer
+        backend.no_padding()  # a transformers tokenizer keeps the padding and truncation of its last call
+        backend.no_truncation()
+        return backend.encode_batch([r.prompt for r in rendered], add_special_tokens=True)
+
+    def _examine(self, r: RenderedPrompt, encoding, cut: bool = True) -> tuple[TokenizedPrompt | None, int | None]:
+        """``(prompt, None)``, or ``(None, characters to keep)`` when the text slot is over ``max_text_tokens``.
+
+        Rep1, Rep2 and the slot's token count are read with the encoding's character-to-token lookup; where that
+        cannot answer (a character no token covers, e.g. a space a pre-tokenizer drops), the offsets are scanned
+        instead (``_cut_point``, ``_locate``), which give the same positions, only slower."""
+        n = len(encoding)
+
+        def span(token: int) -> tuple[int, int] | None:
+            return encoding.token_to_chars(token) if 0 <= token < n else None
+
+        def last_token_ending_at(end: int) -> int | None:
+            token = encoding.char_to_token(end - 1) if end > 0 else None
+            if token is None:
+                return None
+            while (after := span(token + 1)) is not None and after[1] == end and after[1] > after[0]:
+                token += 1  # one character split over several tokens: the last of them, as _locate reads it
+            here = span(token)
+            return token if here is not None and here[1] == end else None
+
+        if cut and self.max_text_tokens is not None and r.text_end > r.text_start:
+            first, last = encoding.char_to_token(r.text_start), encoding.char_to_token(r.text_end - 1)
+            if first is None or last is None:
+                return self._scan(r, encoding, cut)
+            while (after := span(last + 1)) is not None and after[0] < r.text_end and after[1] > after[0]:
+                last += 1
+            if last - first + 1 > self.max_text_tokens:
+                end = span(first + self.max_text_tokens - 1)[1]
+                return None, max(0, min(end, r.text_end) - r.text_start)
+        rep1, rep2 = last_token_ending_at(r.rep1_end), last_token_ending_at(len(r.prompt))
+        if rep1 is None or rep2 is None:
+            return self._scan(r, encoding, cut)
+        return TokenizedPrompt(list(encoding.ids), rep1, rep2), None
+
+    def _scan(self, r: RenderedPrompt, encoding, cut: bool) -> tuple[TokenizedPrompt | None, int | None]:
+        """``_examine`` by scanning every token's offsets (the reference the lookups must agree with)."""
+        offsets = encoding.offsets
+        chars = self._cut_point(r, offsets) if cut else None
+        return (None, chars) if chars is not None else (self._locate(r, encoding.ids, offsets), None)
 
     def _cut_point(self, r: RenderedPrompt, offsets: list[tuple[int, int]]) -> int | None:
         """Characters of text to keep when its slot holds more than ``max_text_tokens`` tokens, else None."""
@@ -165,18 +208,17 @@ class PromptTokenizer:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         if not items:
             raise ValueError("cannot collate an empty list of prompts")
-        length = max(len(it.input_ids) for it in items)
-        ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        rep1 = torch.empty(len(items), dtype=torch.long)
-        rep2 = torch.empty(len(items), dtype=torch.long)
-        for row, it in enumerate(items):
-            n = len(it.input_ids)
-            shift = length - n if padding_side == "left" else 0
-            ids[row, shift : shift + n] = torch.tensor(it.input_ids, dtype=torch.long)
-            mask[row, shift : shift + n] = 1
-            rep1[row] = it.rep1 + shift
-            rep2[row] = it.rep2 + shift
+        lengths = np.fromiter((len(it.input_ids) for it in items), dtype=np.int64, count=len(items))  # (B,)
+        length = int(lengths.max())
+        columns = np.arange(length)  # (L,)
+        shift = length - lengths if padding_side == "left" else np.zeros_like(lengths)  # (B,)
+        real = (columns >= shift[:, None]) & (columns < (shift + lengths)[:, None])  # (B, L) bool
+        ids = np.full((len(items), length), self.pad_token_id, dtype=np.int64)  # (B, L)
+        ids[real] = np.fromiter(itertools.chain.from_iterable(it.input_ids for it in items), np.int64, lengths.sum())
+        rep1 = np.fromiter((it.rep1 for it in items), np.int64, len(items)) + shift  # (B,)
+        rep2 = np.fromiter((it.rep2 for it in items), np.int64, len(items)) + shift  # (B,)
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64))
+        rep1, rep2 = torch.from_numpy(rep1), torch.from_numpy(rep2)
         return PromptBatch(ids, mask, rep1, rep2, padding_side=padding_side)
 
     def __call__(self, texts: str | Sequence[str], padding_side: str = "right") -> PromptBatch:
