@@ -75,16 +75,16 @@ def word_tokenizer():
     return _word_tokenizer()
 
 
-def _tiny_llama(vocab_size: int):
+def _tiny_llama(vocab_size: int, hidden_size: int = 32, num_hidden_layers: int = 2):
     import torch
     from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,

@@ -18,7 +18,7 @@ import torch
 
 from sfp_rag.embedding.config import EncoderConfig
 from sfp_rag.embedding.encoder import SFPEncoder
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, _tiny_llama
 
 
 def _texts(n: int = 160) -> list[str]:
@@ -52,15 +52,7 @@ def _gemma3(vocab_size: int, head_dim: int = 64):
 
 
 def _llama(vocab_size: int):
-    from transformers import LlamaConfig, LlamaModel
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2)  # fmt: skip
-    model = LlamaModel(config)
-    model.config._attn_implementation = "sdpa"
-    return model.eval()
+    return _tiny_llama(vocab_size, hidden_size=64, num_hidden_layers=4)
 
 
 def _encoder(model, tokenizer, device: str, dtype: str) -> SFPEncoder:
