@@ -342,12 +342,15 @@ def test_one_index_of_another_encoder_does_not_take_the_server_down(tmp_path, en
     build_index(docs, encoder, tmp_path / "home" / "a", chunk_size=64, chunk_overlap=8, show_progress=False)
     other = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", template="sth-sum")
     build_index(docs, other, tmp_path / "home" / "b", chunk_size=64, chunk_overlap=8, show_progress=False)
+    (tmp_path / "home" / "c").mkdir()
+    (tmp_path / "home" / "c" / "manifest.json").write_text("{damaged")  # listed as unavailable, with its reason
     app, served_by = build(ServeConfig(max_wait_ms=5))  # no --model: the first index that opens decides
     assert served_by.fingerprint() == encoder.fingerprint()
     with running(app) as base:
         health = httpx.get(f"{base}/health").json()
         assert health["status"] == "degraded" and health["indexes"] == ["a"]
         assert "another encoder" in health["unavailable"]["b"] and "--model" not in health["unavailable"]["b"]
+        assert "damaged" in health["unavailable"]["c"] and set(health["unavailable"]) == {"b", "c"}
         for route, body in (
             ("/search", {"query": "cats", "index": "b"}),
             ("/ask", {"question": "cats?", "index": "b"}),

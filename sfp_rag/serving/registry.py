@@ -98,7 +98,8 @@ class IndexRegistry:
     def check_all(self) -> tuple[list[str], dict[str, str]]:
         """Open every served index now (at startup): the names that can be served, and for each that cannot (built
         by another encoder, damaged) the reason. One odd index does not keep the others from being served."""
-        served, unavailable = [], {}
+        served: list[str] = []
+        unavailable = {} if self.fixed else {r["name"]: r["error"] for r in list_indexes() if "error" in r}
         for name in self.names():
             try:
                 self.get(name)
