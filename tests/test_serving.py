@@ -233,6 +233,8 @@ def test_ask_with_a_tiny_model_maps_citations_to_files(url, mode):
             assert client.ask("How do I reset my password?", k=2)["answer"] == result["answer"]
     bad = httpx.post(f"{url}/ask", json={**body, "mode": "invent"}, timeout=60)
     assert bad.status_code == 422
+    empty = httpx.post(f"{url}/ask", json={**body, "question": "  "}, timeout=60)
+    assert empty.status_code == 422 and "question[0] is empty" in empty.text
 
 
 def test_cited_sources_reads_bracket_numbers():
