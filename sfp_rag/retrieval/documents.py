@@ -171,7 +171,6 @@ _BLOCK_TAGS = {
     "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
     "table", "td", "th", "tr", "ul", "title",
 }  # fmt: skip
-_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
 class _TextExtractor(HTMLParser):
@@ -187,7 +186,7 @@ class _TextExtractor(HTMLParser):
     def handle_starttag(self, tag: str, attrs) -> None:
         if tag == "title":
             self._in_title = True
-        elif tag in _HIDDEN_TAGS and tag not in _VOID_TAGS:
+        elif tag in _HIDDEN_TAGS:
             self._hidden += 1
         if tag in _BLOCK_TAGS:
             self.parts.append("\n")
