@@ -5,6 +5,7 @@ one of them is used. The package is laid out by role, and imports run one way (e
 below it; ``tests/test_layout.py`` enforces it):
 
     _utils        helpers with no sfp_rag imports
+    hits          Hit, one search result (local or from a server)
     client        the HTTP client of `sfp-rag serve` (httpx only; imports no torch)
     embedding     text -> prompt -> tokens -> model -> Rep1/Rep2 -> vectors (SFPEncoder)
     retrieval     documents, chunks, FAISS/BM25 indexes, fusion, build_index, Searcher, Index
@@ -40,6 +41,8 @@ _EXPORTS = {
     "FaissIndex": "retrieval.faiss_index",
     "build_index": "retrieval.builder",
     "Index": "retrieval.index",
+    "Hit": "hits",
+    "SFPClient": "client",
     "Searcher": "retrieval.searcher",
     "search": "retrieval.searcher",
     "SFPEmbedding": "integrations.llamaindex",
