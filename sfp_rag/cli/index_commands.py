@@ -276,7 +276,10 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
         for rank, h in enumerate(hits, start=1):
             snippet = " ".join(h.text.split())
             snippet = snippet if len(snippet) <= 200 else snippet[:197] + "..."
-            click.echo(f"{rank}. [{h.score:.3f}] {printable(h.source)} (chunk {h.chunk})\n   {printable(snippet)}")
+            cosine = f", cosine {h.cosine:.3f}" if mode == "hybrid" and h.cosine is not None else ""
+            click.echo(
+                f"{rank}. [{h.score:.3f}{cosine}] {printable(h.source)} (chunk {h.chunk})\n   {printable(snippet)}"
+            )
         if not hits:
             click.echo("(no hits)")
 
