@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Set
@@ -77,6 +78,29 @@ def check_texts(texts: object, name: str = "texts") -> list[str]:
                 f"{err.start} (usually bytes that are not UTF-8); pass text decoded as UTF-8"
             ) from None
     return out
+
+
+def file_kind(mode: int) -> str:
+    """What a ``stat`` mode is, in words (for messages about files that are not regular files)."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
+
+
+def require_regular_file(path: str | Path, what: str) -> Path:
+    """``path``, or a ``ValueError`` when it exists but is not a regular file. Checked with ``stat``, which opens
+    nothing: opening a named pipe blocks until a writer comes, so a FIFO in the place of a file would hang."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{what} {path} is a {file_kind(mode)}, not a regular file; give a file")
+    return path
 
 
 # --- device and dtype ------------------------------------------------------------------------------------------

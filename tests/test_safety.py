@@ -602,3 +602,62 @@ def _sentences(tmp_path: Path) -> Path:
     path = tmp_path / "sentences.txt"
     path.write_text("\n".join(f"A short sentence number {i} about cats and dogs." for i in range(16)))
     return path
+
+
+def _finishes(fn, seconds: float = 20.0):
+    """Run ``fn`` in a thread; return what it raised (or None), failing if it is still running after ``seconds``."""
+    import threading
+
+    outcome: list = []
+
+    def run():
+        try:
+            fn()
+            outcome.append(None)
+        except Exception as err:  # the error is what the test looks at
+            outcome.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn} is still blocked after {seconds} s"
+    return outcome[0]
+
+
+def test_no_file_the_package_reads_can_hang_it_as_a_named_pipe(tmp_path, tiny_model_dir):
+    """The class, beyond index parts: a model's config, an adapter's files, training data, BEIR files and vector
+    shards are checked with stat before they are opened; each FIFO is named in a clear error (a shard is skipped)."""
+    import shutil
+
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.evaluation.beir import load_beir
+    from sfp_rag.retrieval.vector_store import ShardedVectorStore
+    from sfp_rag.training.data import load_texts
+    from tests.test_evaluation import make_beir
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "sfp_config.json").unlink(missing_ok=True)
+    os.mkfifo(model / "sfp_config.json")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    os.mkfifo(adapter / "adapter_config.json")
+    os.mkfifo(tmp_path / "sentences.txt")
+    os.mkfifo(tmp_path / "records.jsonl")
+    beir = make_beir(tmp_path / "beir", gz=False)
+    (beir / "queries.jsonl").unlink()
+    os.mkfifo(beir / "queries.jsonl")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    os.mkfifo(shards / "shard-000000.npz")
+    cases = {
+        "the model config": lambda: SFPEncoder.from_pretrained(str(model)),
+        "the adapter file": lambda: SFPEncoder.from_pretrained(str(tiny_model_dir), adapter=str(adapter)),
+        "training data": lambda: load_texts(tmp_path / "sentences.txt"),
+        "training data ": lambda: load_texts(tmp_path / "records.jsonl"),
+        "BEIR file": lambda: load_beir(beir),
+    }
+    for what, fn in cases.items():
+        err = _finishes(fn)
+        assert err is not None and f"{what.strip()} " in str(err) and "named pipe (FIFO)" in str(err), (what, err)
+    assert _finishes(lambda: ShardedVectorStore(shards, 32)) is None  # skipped with a warning, not opened

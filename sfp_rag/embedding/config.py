@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .._utils import DEVICES, atomic_write_json, normalize_dtype_name
+from .._utils import DEVICES, atomic_write_json, normalize_dtype_name, require_regular_file
 from .pooling import check_pooling
 from .prompts import get_template
 
@@ -107,7 +107,7 @@ def save_config(directory: Path, encoder: EncoderConfig, **sections: Any) -> Pat
 
 
 def read_config_file(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / CONFIG_NAME
+    path = require_regular_file(Path(directory) / CONFIG_NAME, "the model config")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

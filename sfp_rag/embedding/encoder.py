@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import check_texts, progress_bar, quiet_third_party, require, resolve_device, resolve_dtype
+from .._utils import (
+    check_texts,
+    progress_bar,
+    quiet_third_party,
+    require,
+    require_regular_file,
+    resolve_device,
+    resolve_dtype,
+)
 from .backbones import BUILTIN_MODELS, load_backbone
 from .config import (
     CONFIG_NAME,
@@ -397,6 +405,8 @@ def check_adapter_dir(adapter: str | Path) -> Path:
     """``adapter`` as a Path, or ``FileNotFoundError`` saying what a PEFT adapter folder lacks (PEFT itself would
     take a local folder without weights for a hub id and fail with a message about repository names)."""
     path = Path(adapter).expanduser()
+    for part in ("adapter_config.json", *_ADAPTER_WEIGHTS):
+        require_regular_file(path / part, "the adapter file")
     if not path.is_dir():
         raise FileNotFoundError(f"adapter {path} is not a folder; pass the directory `sfp-rag train` wrote")
     if not (path / "adapter_config.json").exists():

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import cache_dir, progress_bar, require
+from .._utils import cache_dir, progress_bar, require, require_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class BeirData:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if require_regular_file(path, "BEIR file").suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -88,7 +88,8 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     if not qrels_path.exists():
         raise BeirDataError(f"{qrels_path} is missing; choose an existing split with --split")
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = require_regular_file(qrels_path, "BEIR qrels").read_text(encoding="utf-8")
+    for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split("\t")
         if lineno == 1 and parts[0] == "query-id":
             continue

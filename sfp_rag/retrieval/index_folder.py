@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import file_kind
 from ..hits import Hit
 from .centering import CENTERING_FILE, Centering
 from .faiss_index import FaissIndex
@@ -106,14 +107,6 @@ def build_hint(path: Path) -> str:
 # --- index parts are regular files -------------------------------------------------------------------------------
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):  # fmt: skip
-        if test(mode):
-            return name
-    return "special file"
-
-
 def check_regular(path: Path, index: Path) -> None:
     """Raise ``IndexFolderError`` when ``path`` exists but is not a regular file (checked with ``stat``, which opens
     nothing: opening a FIFO would block until a writer comes)."""
@@ -125,7 +118,7 @@ def check_regular(path: Path, index: Path) -> None:
         raise IndexFolderError(f"{path} cannot be read ({err.strerror}); {rebuild_hint(index)}") from None
     if not stat.S_ISREG(mode):
         raise IndexFolderError(
-            f"{path} is a {_kind(mode)}, not a regular file: an index's parts are files sfp-rag wrote; "
+            f"{path} is a {file_kind(mode)}, not a regular file: an index's parts are files sfp-rag wrote; "
             f"{rebuild_hint(index)}"
         )
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import require_regular_file
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +39,7 @@ class ShardedVectorStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         for shard in sorted(self.directory.glob("shard-*.npz")):
             try:
+                require_regular_file(shard, "vector shard")  # a FIFO there would block the resume
                 with np.load(shard) as data:
                     keys = data["keys"]
                     if data["vectors"].shape[1] != dim:

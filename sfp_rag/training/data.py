@@ -26,6 +26,8 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .._utils import require_regular_file
+
 logger = logging.getLogger(__name__)
 
 MIN_SENTENCE_WORDS = 3  # shorter "sentences" from corpus splitting (headings, numbers) carry no meaning
@@ -83,6 +85,7 @@ def load_texts(
 def _open_text(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 text file, gzip-decompressed when it ends in .gz."""
     opener = gzip.open if path.suffix == ".gz" else open
+    require_regular_file(path, "training data")
     if path.stat().st_size == 0:
         raise TrainingDataError(f"{path} is empty")
     try:
