@@ -549,10 +549,10 @@ def test_every_baseline_runs_through_eval_beir(tmp_path, tiny_model_dir, monkeyp
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
     baselines = ",".join(["bm25", "minilm", *BASELINE_TEMPLATES])
     args = ["-q", "eval", "beir", "--data", str(make_beir(tmp_path / "beir")), "--model", str(tiny_model_dir),
-            "--device", "cpu", "--dtype", "float32", "--baselines", baselines, "--hybrid", "--chunk-size", "64",
-            "--label", "tiny", "-o", str(tmp_path / "r.json")]  # fmt: skip
+            "--device", "cpu", "--dtype", "float32", "--baselines", baselines, "--hybrid", "--hybrid-baselines",
+            "--chunk-size", "64", "--label", "tiny", "-o", str(tmp_path / "r.json")]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "r.json").read_text())["scores"]
-    assert {"tiny", "tiny+bm25", "BM25", "all-MiniLM-L6-v2"} <= set(scores)
-    assert len(scores) == 4 + len(BASELINE_TEMPLATES), sorted(scores)
+    assert {"tiny", "tiny+bm25", "BM25", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2+bm25"} <= set(scores)
+    assert len(scores) == 5 + 2 * len(BASELINE_TEMPLATES), sorted(scores)  # each dense peer also fused

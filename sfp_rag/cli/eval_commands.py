@@ -123,6 +123,11 @@ def eval_sts(
 )
 @click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (as `query` does by default).")
 @click.option(
+    "--hybrid-baselines",
+    is_flag=True,
+    help="Also fuse each dense baseline (minilm, the untrained templates) with BM25, by the same fusion and weight.",
+)
+@click.option(
     "--fusion",
     type=click.Choice(["convex", "minmax", "rrf"]),
     default="convex",
@@ -154,6 +159,7 @@ def eval_beir(
     split,
     baselines,
     hybrid,
+    hybrid_baselines,
     fusion,
     alpha,
     max_chunks,
@@ -186,7 +192,13 @@ def eval_beir(
             data_dir,
             systems,
             split=split,
-            hybrid=[main_label] if hybrid else None,
+            hybrid=([main_label] if hybrid else [])
+            + (
+                [name for name, system in systems.items() if name != main_label and system != "bm25"]
+                if hybrid_baselines
+                else []
+            )
+            or None,  # fmt: skip
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
             batch_size=batch_size,
