@@ -249,7 +249,7 @@ class SFPEncoder:
                     if len(pending) == _GPU_BATCHES_PER_COPY:
                         flush()
                 else:
-                    out[rows] = emb.numpy()
+                    out[rows] = emb.cpu().numpy()  # no copy on the CPU; other devices (mps, xpu) copy here
                 progress.update(len(rows))
             if pending:
                 flush()
