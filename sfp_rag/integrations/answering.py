@@ -174,6 +174,7 @@ def cited_sources(text: str, source_nodes: list) -> list[dict[str, Any]]:
             "file_name": n.node.metadata.get("file_name"),
             "file_path": n.node.metadata.get("file_path"),
             "score": n.score,
+            "cosine": n.node.metadata.get("cosine"),
             "text": n.node.get_content(),
         }
         for i, n in enumerate(source_nodes, start=1)
