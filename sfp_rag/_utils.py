@@ -99,8 +99,16 @@ def require_regular_file(path: str | Path, what: str) -> Path:
     except FileNotFoundError:
         return path
     if not stat.S_ISREG(mode):
-        raise ValueError(f"{what} {path} is a {file_kind(mode)}, not a regular file; give a file")
+        raise ValueError(f"{what} {path} is a {file_kind(mode)}, not a regular file")
     return path
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """Whether ``path`` is a regular file (``stat`` only: nothing is opened)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 # --- device and dtype ------------------------------------------------------------------------------------------

@@ -21,14 +21,13 @@ import logging
 import os
 import re
 import shlex
-import stat
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._utils import file_kind
+from .._utils import is_regular_file, require_regular_file
 from ..hits import Hit
 from .centering import CENTERING_FILE, Centering
 from .faiss_index import FaissIndex
@@ -108,19 +107,14 @@ def build_hint(path: Path) -> str:
 
 
 def check_regular(path: Path, index: Path) -> None:
-    """Raise ``IndexFolderError`` when ``path`` exists but is not a regular file (checked with ``stat``, which opens
-    nothing: opening a FIFO would block until a writer comes)."""
+    """Raise ``IndexFolderError`` when ``path`` exists but is not a regular file (``_utils.require_regular_file``:
+    checked with ``stat``, so a FIFO is never opened), or cannot be looked at."""
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
+        require_regular_file(path, "index part")
+    except ValueError as err:
+        raise IndexFolderError(f"{err}: an index's parts are files sfp-rag wrote; {rebuild_hint(index)}") from None
     except OSError as err:
         raise IndexFolderError(f"{path} cannot be read ({err.strerror}); {rebuild_hint(index)}") from None
-    if not stat.S_ISREG(mode):
-        raise IndexFolderError(
-            f"{path} is a {file_kind(mode)}, not a regular file: an index's parts are files sfp-rag wrote; "
-            f"{rebuild_hint(index)}"
-        )
 
 
 def _array_problem(path: Path, err: Exception, hint: str, state: str = "") -> str:
@@ -134,13 +128,6 @@ def _array_problem(path: Path, err: Exception, hint: str, state: str = "") -> st
             f"code; an index's arrays are plain float32 numbers that sfp-rag wrote; {hint}"
         )
     return f"{path} is {state}damaged ({text}); {hint}"
-
-
-def is_regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def index_home() -> Path:
