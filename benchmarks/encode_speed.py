@@ -11,6 +11,13 @@ processed; tokens/s counts real (non-padding) prompt tokens. Variants:
 - ``sfp-fp32``: SFPEncoder in fp32 (no LM head, length-sorted batches, inference_mode).
 - ``sfp-auto``: SFPEncoder with dtype="auto", the default (bf16 weights where the CPU has AMX/AVX512-BF16).
 - ``sfp-bf16``: SFPEncoder with bf16 weights, explicitly.
+- ``sfp-openvino``: SFPEncoder with ``runtime="openvino"`` (the default where OpenVINO is installed), precision
+  from ``dtype="auto"``; ``sfp-openvino-f32``: the same in f32.
+- ``sfp-int8-dynamic``: PyTorch dynamic int8 quantization of every linear layer (a lever measured, not shipped).
+- ``sfp-compile``: ``torch.compile`` (inductor, weights frozen and prepacked) of the bf16 backbone (a lever
+  measured, not shipped; its compile time is ``setup_s``).
+
+``--texts scifact`` embeds SciFact documents (title + abstract), the length of the chunks an index holds.
 
 Each timing is the median of ``--repeats`` runs after a warm-up. With ``--quality`` every sfp variant is also
 scored on STS-B test (Spearman x100) against fp32, the rule being: keep a variant only if it drops <= 0.5 points.
@@ -18,6 +25,9 @@ scored on STS-B test (Spearman x100) against fp32, the rule being: keep a varian
     python benchmarks/encode_speed.py                      # default model, CPU
     python benchmarks/encode_speed.py --quality            # + STS-B check per variant
     python benchmarks/encode_speed.py --device cuda --sentences 8192 --batch-size 256
+    python benchmarks/encode_speed.py --texts scifact --sentences 256 --batch-size 32 \
+        --variants sfp-auto,sfp-openvino,sfp-int8-dynamic,sfp-compile \
+        --out benchmarks/results/encode_speed_runtimes.json
 
 Writes benchmarks/results/encode_speed_<device>_<model>.json.
 """
@@ -48,6 +58,17 @@ def load_sentences(n: int) -> list[str]:
     return out
 
 
+def load_documents(dataset: str, n: int) -> list[str]:
+    out = []
+    with gzip.open(SHARED / "beir" / dataset / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            doc = json.loads(line)
+            out.append(f"{doc['title']}\n\n{doc['text']}")
+            if len(out) == n:
+                break
+    return out
+
+
 def timed(fn, repeats: int) -> tuple[float, list[float]]:
     fn()  # warm-up (allocations, oneDNN kernel selection)
     times = []
@@ -64,6 +85,13 @@ def main() -> None:
     parser.add_argument("--template", default="eol-sum")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sentences", type=int, default=1024)
+    parser.add_argument(
+        "--texts",
+        choices=["wiki", "scifact"],
+        default="wiki",
+        help="wiki: Wikipedia sentences; scifact: SciFact documents (title + abstract: chunk-sized texts)",
+    )
+    parser.add_argument("--out", default=None, help="result file [default: encode_speed_<device>_<model>.json]")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="plain,sentence-transformers,llamaindex-hf,sfp-fp32,sfp-auto,sfp-bf16")
@@ -74,9 +102,11 @@ def main() -> None:
     from sfp_rag.embedding.encoder import SFPEncoder
     from sfp_rag.embedding.prompts import normalize_sentence
 
-    sentences = load_sentences(args.sentences)
+    sentences = load_sentences(args.sentences) if args.texts == "wiki" else load_documents("scifact", args.sentences)
     model_dir = resolve_model_dir(args.model)
-    reference = SFPEncoder.from_pretrained(args.model, template=args.template, device=args.device, dtype="float32")
+    reference = SFPEncoder.from_pretrained(
+        args.model, template=args.template, device=args.device, dtype="float32", runtime="torch"
+    )
     prompts = [reference.prompt_tokenizer.template.render(normalize_sentence(s)).prompt for s in sentences]
     n_tokens = sum(len(p.input_ids) for p in reference.prompt_tokenizer.tokenize(sentences))
     ref_vectors = reference.encode(sentences, batch_size=args.batch_size)
@@ -149,17 +179,41 @@ def main() -> None:
             print(f"peers skipped: {err}")
 
     quality = {}
-    for name, dtype in (("sfp-fp32", "float32"), ("sfp-auto", "auto"), ("sfp-bf16", "bfloat16")):
+    sfp_variants = {  # name: (dtype, runtime, what is done to the torch model after loading)
+        "sfp-fp32": ("float32", "torch", None),
+        "sfp-auto": ("auto", "torch", None),
+        "sfp-bf16": ("bfloat16", "torch", None),
+        "sfp-openvino": ("auto", "openvino", None),
+        "sfp-openvino-f32": ("float32", "openvino", None),
+        "sfp-int8-dynamic": ("float32", "torch", "int8"),
+        "sfp-compile": ("auto", "torch", "compile"),
+    }
+    for name, (dtype, runtime, change) in sfp_variants.items():
         if name not in wanted:
             continue
         enc = (
             reference
-            if dtype == "float32"
-            else SFPEncoder.from_pretrained(args.model, template=args.template, device=args.device, dtype=dtype)
+            if name == "sfp-fp32"
+            else SFPEncoder.from_pretrained(
+                args.model, template=args.template, device=args.device, dtype=dtype, runtime=runtime
+            )
         )
+        setup = None
+        if change == "int8":  # PyTorch's dynamic quantization: int8 weights, activations quantized per batch
+            enc.model.backbone = torch.ao.quantization.quantize_dynamic(
+                enc.model.backbone, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        elif change == "compile":  # inductor with weight prepacking (freezing); its compile time is reported apart
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            enc.model.backbone.forward = torch.compile(enc.model.backbone.forward, dynamic=True)
+            t = time.perf_counter()
+            enc.encode(sentences[:64], batch_size=args.batch_size)
+            setup = time.perf_counter() - t
         fn = lambda e=enc: e.encode(sentences, batch_size=args.batch_size)  # noqa: E731
         seconds, times = timed(fn, args.repeats)
-        record(name, seconds, times, fn(), weights=str(next(enc.model.parameters()).dtype))
+        record(name, seconds, times, fn(), runtime=enc.runtime, setup_s=setup)
         if args.quality:
             from sfp_rag.evaluation.sts import evaluate_sts
 
@@ -168,6 +222,9 @@ def main() -> None:
 
     base = results.get("plain", {}).get("tokens_per_s")
     ratios = {name: r["tokens_per_s"] / base for name, r in results.items()} if base else {}
+    if "sfp-auto" in results:  # every variant against today's default path
+        today = results["sfp-auto"]["tokens_per_s"]
+        ratios.update({f"{n}/sfp-auto": r["tokens_per_s"] / today for n, r in results.items()})
     for peer in ("sentence-transformers", "llamaindex-hf"):
         if peer in results and "sfp-auto" in results:
             ratios[f"sfp-auto/{peer}"] = results["sfp-auto"]["tokens_per_s"] / results[peer]["tokens_per_s"]
@@ -177,6 +234,7 @@ def main() -> None:
         "model": args.model,
         "template": args.template,
         "device": args.device,
+        "texts": args.texts,
         "sentences": len(sentences),
         "prompt_tokens": n_tokens,
         "batch_size": args.batch_size,
@@ -186,7 +244,8 @@ def main() -> None:
         "sts_b_test": quality,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    out = Path(__file__).parent / "results" / f"encode_speed_{args.device}_{safe_name(args.model)}.json"
+    default = Path(__file__).parent / "results" / f"encode_speed_{args.device}_{safe_name(args.model)}.json"
+    out = Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record_all, indent=2))
     print(f"wrote {out}")

@@ -10,6 +10,7 @@
 
     python benchmarks/index_query.py --dataset scifact
     python benchmarks/index_query.py --dataset scifact --skip-build --memory-docs 1000
+    python benchmarks/index_query.py --dataset scifact --runtimes torch,openvino --out ...   # runtimes compared
 
 Writes benchmarks/results/index_query_<dataset>.json.
 """
@@ -51,13 +52,13 @@ def export_corpus(dataset: str, folder: Path, limit: int | None = None, copies: 
     return n
 
 
-def child_build(docs: str, out: str) -> None:
+def child_build(docs: str, out: str, runtime: str = "auto") -> None:
     import resource
 
     from sfp_rag.embedding.encoder import SFPEncoder
     from sfp_rag.retrieval.builder import build_index
 
-    encoder = SFPEncoder.from_pretrained()
+    encoder = SFPEncoder.from_pretrained(runtime=runtime)
     t = time.perf_counter()
     report = build_index(docs, encoder, out, rebuild=True, show_progress=False)
     seconds = time.perf_counter() - t
@@ -71,6 +72,7 @@ def child_build(docs: str, out: str) -> None:
                 "chunks_per_s": report.chunks / seconds,
                 "centering_s": report.centering_s,
                 "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                "runtime": encoder.runtime,
             }
         )
     )
@@ -82,6 +84,48 @@ def run_child(*args: str) -> dict:
     if proc.returncode or not lines:
         sys.exit(f"child {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(lines[0][7:])
+
+
+def compare_runtimes(args, index_dir: Path, work: Path) -> dict:
+    """Build the corpus once per runtime, then cold-query each index with its runtime (interleaved, so drift on a
+    shared machine hits all alike), and compare the vectors the runtimes wrote for the same chunks."""
+    runtimes = args.runtimes.split(",")
+    n = export_corpus(args.dataset, work / "docs")
+    result: dict = {"build": {}, "cold_query_s": {}}
+    for runtime in runtimes:
+        b = result["build"][runtime] = run_child(str(work / "docs"), f"{index_dir}-{runtime}", runtime)
+        print(f"build [{runtime}]: {n} documents, {b['chunks']} chunks in {b['seconds'] / 60:.1f} min "
+              f"({b['chunks_per_s']:.1f} chunks/s)", flush=True)  # fmt: skip
+    queries = [json.loads(line)["text"] for line in (SHARED / "beir" / args.dataset / "queries.jsonl").open()]
+    cold: dict[str, list[float]] = {r: [] for r in runtimes}
+    for q in queries[: args.cold]:
+        for runtime in runtimes:
+            t = time.perf_counter()
+            subprocess.run(
+                ["sfp-rag", "-q", "query", q, "--index", f"{index_dir}-{runtime}", "-k", "5", "--runtime", runtime],
+                check=True,
+                capture_output=True,
+            )
+            cold[runtime].append(time.perf_counter() - t)
+    for runtime, times in cold.items():
+        result["cold_query_s"][runtime] = {"median": statistics.median(times), "all": times}
+        print(f"cold `sfp-rag query` [{runtime}]: median {statistics.median(times):.2f} s", flush=True)
+    first, *others = runtimes
+    result["ratios"] = {
+        f"{r}/{first}": {
+            "chunks_per_s": result["build"][r]["chunks_per_s"] / result["build"][first]["chunks_per_s"],
+            "cold_query_s": result["cold_query_s"][r]["median"] / result["cold_query_s"][first]["median"],
+        }
+        for r in others
+    }
+    a = np.load(Path(f"{index_dir}-{first}") / "vectors.npy")
+    for r in others:
+        b = np.load(Path(f"{index_dir}-{r}") / "vectors.npy")
+        if a.shape == b.shape:
+            cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            result[f"vectors_{r}_vs_{first}"] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    print("runtimes:", json.dumps({k: v for k, v in result.items() if k not in ("build", "cold_query_s")}), flush=True)
+    return result
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,6 +142,12 @@ def main() -> None:
     parser.add_argument(
         "--out", default=None, help="result file [default: benchmarks/results/index_query_<dataset>.json]"
     )
+    parser.add_argument(
+        "--runtimes",
+        default=None,
+        help="comma-separated runtimes (torch,openvino) to build and cold-query in this one run, for ratios "
+        "[default: only the default runtime]",
+    )
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -108,7 +158,10 @@ def main() -> None:
     index_dir = ROOT / "indexes" / f"bench-{args.dataset}"
     work = Path(tempfile.mkdtemp(prefix="sfp-bench-"))
     try:
-        if not args.skip_build:
+        if args.runtimes:
+            out["runtimes"] = compare_runtimes(args, index_dir, work)
+            index_dir = Path(f"{index_dir}-{args.runtimes.split(',')[-1]}")
+        elif not args.skip_build:
             n = export_corpus(args.dataset, work / "docs")
             out["build"] = run_child(str(work / "docs"), str(index_dir))
             b = out["build"]

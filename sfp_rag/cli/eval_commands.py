@@ -51,9 +51,9 @@ centering_option = click.option(
 )
 
 
-def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype):
+def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime=None):
     if peer is None:
-        return build_encoder(model, adapter, template, pooling, device, dtype)
+        return build_encoder(model, adapter, template, pooling, device, dtype, runtime=runtime)
     from ..evaluation.peers import MeanPoolEncoder
 
     try:
@@ -83,7 +83,7 @@ def eval_group() -> None:
 @peer_option
 @result_options
 def eval_sts(
-    model, adapter, template, pooling, device, dtype, batch_size, data_dir, tasks, peer, output, label
+    model, adapter, template, pooling, device, dtype, runtime, batch_size, data_dir, tasks, peer, output, label
 ) -> None:
     """Spearman x100 on STS12-16 (pooled subsets), STS-B and SICK-R, as SimCSE/PromptEOL/CSE-SFP report."""
     from ..evaluation.sts import STS_TASKS, evaluate_sts, format_table
@@ -94,7 +94,7 @@ def eval_sts(
             f"STS data folder {data_dir} does not exist; pass --data with SentEval's data folder "
             "(docs: guides/evaluation)"
         )
-    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype)
+    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime)
     try:
         result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
     except USER_ERRORS as err:
@@ -153,6 +153,7 @@ def eval_beir(
     pooling,
     device,
     dtype,
+    runtime,
     batch_size,
     query_template,
     data_dir,
@@ -180,7 +181,9 @@ def eval_beir(
     check_engine_options(engine, ray_address, workers)
     if split == "test" and (max_chunks or max_queries):
         click.echo("warning: --max-chunks/--max-queries are for tuning sweeps; report test numbers in full", err=True)
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype, query_template=query_template)
+    encoder = build_encoder(
+        model, adapter, template, pooling, device, dtype, query_template=query_template, runtime=runtime
+    )
     systems: dict = {label or model_label(encoder): encoder}
     options = {k: v for k, v in {"adapter": adapter, "template": template}.items() if v is not None}
     backbone = resolve_config(model, **options).model
@@ -251,12 +254,12 @@ def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> d
 @peer_option
 @result_options
 def eval_space(
-    model, adapter, template, pooling, device, dtype, batch_size, data_dir, split, peer, output, label
+    model, adapter, template, pooling, device, dtype, runtime, batch_size, data_dir, split, peer, output, label
 ) -> None:
     """Alignment and uniformity (Wang & Isola) on STS-B, and ratio = -uniformity / alignment (higher is better)."""
     from ..evaluation.space import evaluate_space
 
-    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype)
+    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime)
     try:
         result = evaluate_space(encoder, data_dir, split=split, batch_size=batch_size)
     except USER_ERRORS as err:
@@ -316,7 +319,7 @@ def report(results, out, title, systems) -> None:
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None, callback=writable_output
 )
 def eval_templates(
-    model, adapter, template, pooling, device, dtype, batch_size, templates, sts_data, beir_dir, split,
+    model, adapter, template, pooling, device, dtype, runtime, batch_size, templates, sts_data, beir_dir, split,
     max_queries, max_chunks, centering, chunk_size, chunk_overlap, output,
 ) -> None:  # fmt: skip
     """Rank prompt TEMPLATES (presets or strings with {text}) on tuning data: STS-B dev and/or BEIR queries.
@@ -331,7 +334,7 @@ def eval_templates(
 
     if split == "test":
         click.echo("warning: choosing a template on test qrels makes the test number meaningless", err=True)
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype)
+    encoder = build_encoder(model, adapter, template, pooling, device, dtype, runtime=runtime)
     try:
         result = evaluate_templates(
             encoder, list(templates), sts_data=sts_data, beir_data=beir_dir, split=split, max_queries=max_queries,

@@ -21,6 +21,7 @@ from .core import (
     make_embedder,
     printable,
     query_template_option,
+    runtime_option,
 )
 
 
@@ -79,6 +80,7 @@ def index(
     pooling,
     device,
     dtype,
+    runtime,
     batch_size,
     query_template,
     chunk_size,
@@ -142,7 +144,9 @@ def index(
             base = Collection.open(target).manifest["encoder"]["config"]
         except USER_ERRORS as err:
             raise fail(err) from err
-    encoder = build_encoder(model, adapter, template, pooling, device, dtype, base=base, query_template=query_template)
+    encoder = build_encoder(
+        model, adapter, template, pooling, device, dtype, base=base, query_template=query_template, runtime=runtime
+    )
     embedder = make_embedder(engine, encoder, ray_address, workers, batch_size)
     try:
         report = build_index(
@@ -219,6 +223,7 @@ QUERY_FORMATS = ("plain", "json", "jsonl")
 @click.option("--json", "fmt", flag_value="json", help="Same as --format json.")
 @click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto].")
+@runtime_option
 @click.option("--nprobe", type=click.IntRange(min=1), default=None, help="IVF lists to visit [default: recorded].")
 @click.option("--ef-search", type=click.IntRange(min=1), default=None, help="HNSW beam width [default: recorded].")
 @click.option(
@@ -227,7 +232,7 @@ QUERY_FORMATS = ("plain", "json", "jsonl")
     default=None,
     help="Ask a running `sfp-rag serve` (URL) instead of loading the model here [env SFP_RAG_SERVER].",
 )
-def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, server) -> None:
+def query(text, index_name, k, mode, fmt, device, dtype, runtime, nprobe, ef_search, server) -> None:
     """Search an index with TEXT ("-" reads one query per line from stdin).
 
     \b
@@ -248,7 +253,8 @@ def query(text, index_name, k, mode, fmt, device, dtype, nprobe, ef_search, serv
     else:
         from ..retrieval.searcher import Searcher, default_mode
 
-        overrides = {key: v for key, v in {"device": device, "dtype": dtype}.items() if v is not None}
+        settings = {"device": device, "dtype": dtype, "runtime": runtime}
+        overrides = {key: v for key, v in settings.items() if v is not None}
         try:
             searcher = Searcher.open(index_name, lazy=True, **overrides)
             mode = default_mode(searcher.collection) if mode == "auto" else mode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .core import USER_ERRORS, fail, main
+from .core import USER_ERRORS, fail, main, runtime_option
 
 
 @main.command()
@@ -26,7 +26,10 @@ from .core import USER_ERRORS, fail, main
 @click.option("--llm", default=None, help="Answering LM for /ask [default: smollm2-135m].")
 @click.option("--device", default=None, help="auto, cpu, cuda [default: auto].")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16, float16 [default: auto].")
-def serve(indexes, model, host, port, api_key, max_batch_tokens, max_wait_ms, max_queue, llm, device, dtype) -> None:
+@runtime_option
+def serve(
+    indexes, model, host, port, api_key, max_batch_tokens, max_wait_ms, max_queue, llm, device, dtype, runtime
+) -> None:
     """Serve embeddings and search over HTTP: the model loads once, concurrent requests share forward passes.
 
     \b
@@ -48,7 +51,7 @@ def serve(indexes, model, host, port, api_key, max_batch_tokens, max_wait_ms, ma
 
         config = ServeConfig(
             host=host, port=port, model=model, indexes=indexes, api_key=api_key, max_batch_tokens=max_batch_tokens,
-            max_wait_ms=max_wait_ms, max_queue=max_queue, device=device, dtype=dtype, llm=llm,
+            max_wait_ms=max_wait_ms, max_queue=max_queue, device=device, dtype=dtype, runtime=runtime, llm=llm,
         )  # fmt: skip
         from ..integrations.answering import lazy_answerer
         from ..serving.server import run

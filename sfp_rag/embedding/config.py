@@ -25,6 +25,7 @@ DEFAULT_BACKBONE = "gemma3-270m"
 DEFAULT_TEMPLATE = "eol-sum"
 # The shipped default embedder: a CSE-SFP adapter for DEFAULT_BACKBONE (see its MODEL_CARD.md).
 DEFAULT_MODEL_NAME = "sfp-gemma3-270m"
+RUNTIMES = ("auto", "torch", "openvino")  # what runs the backbone at inference (see openvino_runtime)
 INFERENCE_MAX_TEXT_TOKENS = 512  # the text slot at inference (training cuts at its own max_text_tokens)
 DEFAULT_MODEL_DIR = Path(__file__).parent.parent / "default_model"
 
@@ -60,6 +61,9 @@ class EncoderConfig:
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
     load_in_4bit: bool = field(default=False, metadata={"help": "4-bit NF4 weights through bitsandbytes"})
+    runtime: str = field(
+        default="auto", metadata={"help": "auto (OpenVINO on a CPU where installed, else torch), torch or openvino"}
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -73,6 +77,8 @@ class EncoderConfig:
         ):
             raise ValueError(f"max_text_tokens must be a positive integer or None, got {self.max_text_tokens!r}")
         self.dtype = normalize_dtype_name(self.dtype)
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
         if str(self.device).split(":")[0] not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES} (or 'cuda:N'), got {self.device!r}")
 

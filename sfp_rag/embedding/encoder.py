@@ -41,6 +41,7 @@ from .config import (
     save_config,
 )
 from .modeling import SFPModel
+from .openvino_runtime import resolve_runtime
 from .pooling import check_pooling, pool, pooled_dim
 from .tokenization import PromptTokenizer
 
@@ -105,7 +106,10 @@ class SFPEncoder:
         self.model.eval()
         self.tokenizer = tokenizer
         self.config = config or EncoderConfig()
-        self.device = device or str(next(self.model.parameters()).device)
+        if device is None:  # where the weights are (an OpenVINO backbone has none here: it runs on the CPU)
+            first = next(self.model.parameters(), None)
+            device = str(first.device) if first is not None else "cpu"
+        self.device = device
         self.prompt_tokenizer = self._make_prompter(self.config.template)
         query = self.config.query_template
         self.query_prompt_tokenizer = self.prompt_tokenizer if query is None else self._make_prompter(query)
@@ -129,6 +133,8 @@ class SFPEncoder:
         dtype = resolve_dtype(config.dtype, device)
         if config.adapter:
             check_adapter_dir(config.adapter)
+        if resolve_runtime(config.runtime, device, config.load_in_4bit) == "openvino":
+            return cls._from_openvino(config, dtype, fast_tokenizer)
         merge = bool(config.adapter) and not config.load_in_4bit
         weights = merged_weights(config, dtype) if merge and dtype != torch.float32 else None
         backbone, tokenizer = load_backbone(
@@ -145,6 +151,26 @@ class SFPEncoder:
                 backbone = backbone.to(dtype)
         logger.debug("loaded %s (adapter=%s) on %s as %s", config.model, config.adapter, device, dtype)
         return cls(backbone, tokenizer, config, device=device)
+
+    @classmethod
+    def _from_openvino(cls, config: EncoderConfig, dtype, fast_tokenizer: bool) -> SFPEncoder:
+        from .backbones import load_fast_tokenizer, load_tokenizer, resolve_model_dir
+        from .openvino_runtime import load_openvino_backbone
+
+        backbone = load_openvino_backbone(config.model, config.adapter, dtype)
+        model_dir = Path(resolve_model_dir(config.model))
+        tokenizer = load_fast_tokenizer(model_dir) if fast_tokenizer and model_dir.is_dir() else None
+        return cls(backbone, tokenizer or load_tokenizer(config.model), config, device="cpu")
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        """What runs the backbone: ``{"runtime": "torch", "dtype": "bfloat16"}`` or ``{"runtime": "openvino",
+        "precision": "bf16", "version": ...}`` (an index records it; it is not part of the vectors' identity)."""
+        backbone = self.model.backbone
+        if getattr(backbone, "runtime", None) == "openvino":
+            return {"runtime": "openvino", "precision": backbone.precision, "version": backbone.version}
+        dtype = next((p.dtype for p in self.model.parameters()), torch.float32)
+        return {"runtime": "torch", "dtype": str(dtype).replace("torch.", "")}
 
     # --- encoding ---------------------------------------------------------------------------------------
 
@@ -361,7 +387,8 @@ class SFPEncoder:
         return (
             f"SFPEncoder(model={c.model!r}, adapter={c.adapter!r}, template={self.prompt_tokenizer.template.name!r}, "
             f"{query}"
-            f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r}, dtype={c.dtype!r})"
+            f"pooling={c.pooling!r}, dim={self.dim}, device={self.device!r}, dtype={c.dtype!r}, "
+            f"runtime={self.runtime['runtime']!r})"
         )
 
 

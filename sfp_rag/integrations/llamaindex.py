@@ -42,6 +42,7 @@ class SFPEmbedding(BaseEmbedding):
     pooling: str | None = Field(default=None, description="rep2 (default), rep1, mean or concat.")
     device: str | None = Field(default=None, description="auto, cpu, cuda, cuda:N.")
     dtype: str | None = Field(default=None, description="auto, float32, bfloat16, float16.")
+    runtime: str | None = Field(default=None, description="auto (OpenVINO on a CPU where installed), torch, openvino.")
     max_text_tokens: int | None = Field(default=None, gt=0, description="Cut each text to this many tokens.")
     server: str | None = Field(
         default=None,
@@ -72,7 +73,7 @@ class SFPEmbedding(BaseEmbedding):
 
         overrides = {
             k: getattr(self, k)
-            for k in ("adapter", "template", "pooling", "device", "dtype", "max_text_tokens")
+            for k in ("adapter", "template", "pooling", "device", "dtype", "runtime", "max_text_tokens")
             if getattr(self, k) is not None
         }
         return SFPEncoder.from_pretrained(self.model, **overrides)

@@ -234,11 +234,13 @@ def any_index_inside(folder: Path) -> bool:
 
 
 def encoder_section(encoder) -> dict[str, Any]:
-    """What a manifest records of the encoder: its identity, and a config to rebuild it (no device/dtype)."""
+    """What a manifest records of the encoder: its identity, a config to rebuild it (no device/dtype/runtime: they
+    are the reader's), and what ran the backbone (``runtime``: torch or OpenVINO and the precision)."""
     config = encoder.config.to_dict()
-    for key in ("device", "dtype"):
+    for key in ("device", "dtype", "runtime"):
         config.pop(key, None)
-    return {"identity": encoder.identity(), "config": config, "probe_ids": encoder.probe_ids()}
+    return {"identity": encoder.identity(), "config": config, "probe_ids": encoder.probe_ids(),
+            "runtime": encoder.runtime}  # fmt: skip
 
 
 def describe_difference(identity: dict[str, Any], encoder) -> str:

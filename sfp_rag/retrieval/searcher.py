@@ -28,6 +28,9 @@ from .index_folder import (
 logger = logging.getLogger(__name__)
 
 SEARCH_MODES = ("dense", "hybrid", "bm25")
+# The lowest cosine between the torch and OpenVINO vectors of the same chunk, over SciFact's 9,008 chunks
+# (benchmarks/index_query.py --runtimes torch,openvino): an index built by one runtime is searched by the other.
+RUNTIMES_MIN_COSINE = 0.999
 
 
 def default_mode(collection: Collection) -> str:
@@ -141,6 +144,13 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
     from ..embedding.encoder import SFPEncoder  # imports torch and transformers
 
     encoder = SFPEncoder.from_pretrained(settings.pop("model"), fast_tokenizer=True, **settings)
+    built_by = (collection.manifest["encoder"].get("runtime") or {}).get("runtime")
+    if built_by and built_by != encoder.runtime["runtime"]:
+        logger.info(
+            "%s was built with the %s runtime and is searched with %s: their vectors agree to a cosine of %.4f or "
+            "more (measured on SciFact), so the results are the same up to near-ties",
+            collection.path, built_by, encoder.runtime["runtime"], RUNTIMES_MIN_COSINE,
+        )  # fmt: skip
     expected = collection.manifest["encoder"].get("probe_ids")
     if expected is not None and encoder.probe_ids() != expected:
         logger.info("the fast tokenizer disagrees with the one that built %s; using transformers'", collection.path)

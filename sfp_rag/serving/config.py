@@ -38,6 +38,7 @@ class ServeConfig:
     max_k: int = field(default=100, metadata={"help": "hits per query at most; 422"})
     device: str | None = None
     dtype: str | None = None
+    runtime: str | None = field(default=None, metadata={"help": "auto, torch or openvino (None: auto)"})
     llm: str | None = field(default=None, metadata={"help": "the answering LM for /ask (default smollm2-135m)"})
 
     def __post_init__(self) -> None:

@@ -22,7 +22,8 @@ def load_encoder(config: ServeConfig):
     """The server's encoder: ``config.model``, else the one recorded by the first served index."""
     from ..embedding.encoder import SFPEncoder
 
-    overrides = {k: v for k, v in {"device": config.device, "dtype": config.dtype}.items() if v is not None}
+    settings = {"device": config.device, "dtype": config.dtype, "runtime": config.runtime}
+    overrides = {k: v for k, v in settings.items() if v is not None}
     if config.model is None:
         from ..retrieval.searcher import Searcher
 
