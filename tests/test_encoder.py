@@ -219,10 +219,12 @@ def test_bf16_adapter_loads_through_a_merged_cache(tmp_path, tiny_model_dir, mon
     )
     texts = ["a cat sits", "stocks fell", "how do I reset my password?"]
     reference = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="float32").encode(texts)
-    fast = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="bfloat16")
+    fast = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="bfloat16", runtime="torch")
     assert len(list((tmp_path / "cache" / "merged").glob("*/sfp_source.json"))) == 1
     assert next(fast.model.parameters()).dtype.is_floating_point
-    again = SFPEncoder.from_pretrained(str(tmp_path / "adapter"), device="cpu", dtype="bfloat16")  # from the cache
+    again = SFPEncoder.from_pretrained(  # from the cache
+        str(tmp_path / "adapter"), device="cpu", dtype="bfloat16", runtime="torch"
+    )
     for enc in (fast, again):
         assert np.sum(enc.encode(texts) * reference, axis=1).min() >= 0.99
 

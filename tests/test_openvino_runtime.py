@@ -128,3 +128,28 @@ def test_index_records_its_runtime_and_the_other_runtime_searches_it(tiny_model_
     hits = searcher.search("How do I reset my password?", k=1, mode="dense")
     assert hits[0].text.startswith("How do I reset my password?")
     assert hits[0].cosine == pytest.approx(1.0, abs=1e-3)  # the stored torch vector, found by the OpenVINO query
+
+
+@needs_openvino
+def test_a_model_that_cannot_be_converted_runs_with_torch_and_the_attempt_is_remembered(
+    tiny_model_dir, cache, monkeypatch, caplog
+):
+    import sfp_rag.embedding.openvino_runtime as ovr
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    calls = []
+
+    def unsupported(*args):
+        calls.append(args)
+        raise RuntimeError("no conversion rule for aten::something")
+
+    monkeypatch.setattr(ovr, "_export", unsupported)
+    with caplog.at_level(logging.WARNING):
+        enc = SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert enc.runtime["runtime"] == "torch" and enc.encode("a text").shape == (enc.dim,)
+    assert "could not be converted for OpenVINO: RuntimeError: no conversion rule" in caplog.text
+    assert "running it with torch instead" in caplog.text
+    SFPEncoder.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert len(calls) == 1  # the failure is remembered: no second attempt
+    with pytest.raises(ovr.ConversionError, match="delete it to retry"):  # asked for explicitly: an error
+        SFPEncoder.from_pretrained(str(tiny_model_dir), runtime="openvino", dtype="float32")

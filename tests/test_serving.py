@@ -153,7 +153,7 @@ def _metric(url: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def test_bad_requests_get_clear_json_errors_and_the_server_lives(url):
+def test_bad_requests_get_clear_json_errors_and_the_server_lives(url, encoder):
     cases = [
         ({"input": ["x"] * 33}, "/v1/embeddings", 413, "at most 32"),
         # a text over max_chars is cut, as the local path truncates: test_client_and_local_paths_agree
@@ -173,7 +173,8 @@ def test_bad_requests_get_clear_json_errors_and_the_server_lives(url):
         assert needle in response.json()["error"]["message"], response.text
     raw = httpx.post(f"{url}/search", content=b"{not json", headers={"content-type": "application/json"})
     assert raw.status_code == 422 and "malformed" in raw.json()["error"]["message"]
-    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["runtime"] == encoder.runtime  # what runs the model
 
 
 def test_a_full_queue_answers_503(kb, encoder):

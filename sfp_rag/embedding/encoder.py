@@ -41,7 +41,7 @@ from .config import (
     save_config,
 )
 from .modeling import SFPModel
-from .openvino_runtime import resolve_runtime
+from .openvino_runtime import ConversionError, resolve_runtime
 from .pooling import check_pooling, pool, pooled_dim
 from .tokenization import PromptTokenizer
 
@@ -134,7 +134,12 @@ class SFPEncoder:
         if config.adapter:
             check_adapter_dir(config.adapter)
         if resolve_runtime(config.runtime, device, config.load_in_4bit) == "openvino":
-            return cls._from_openvino(config, dtype, fast_tokenizer)
+            try:
+                return cls._from_openvino(config, dtype, fast_tokenizer)
+            except ConversionError as err:
+                if config.runtime == "openvino":
+                    raise
+                logger.warning("%s; running it with torch instead (--runtime torch skips the attempt)", err)
         merge = bool(config.adapter) and not config.load_in_4bit
         weights = merged_weights(config, dtype) if merge and dtype != torch.float32 else None
         backbone, tokenizer = load_backbone(
@@ -157,7 +162,11 @@ class SFPEncoder:
         from .backbones import load_fast_tokenizer, load_tokenizer, resolve_model_dir
         from .openvino_runtime import load_openvino_backbone
 
-        backbone = load_openvino_backbone(config.model, config.adapter, dtype)
+        def merged_fp32() -> nn.Module:  # what is converted: the backbone with the adapter merged, in fp32
+            backbone, _ = load_backbone(config.model, device="cpu", dtype=torch.float32)
+            return attach_adapter(backbone, config.adapter, merge=True) if config.adapter else backbone
+
+        backbone = load_openvino_backbone(config.model, _adapter_digest(config.adapter), dtype, merged_fp32)
         model_dir = Path(resolve_model_dir(config.model))
         tokenizer = load_fast_tokenizer(model_dir) if fast_tokenizer and model_dir.is_dir() else None
         return cls(backbone, tokenizer or load_tokenizer(config.model), config, device="cpu")

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -80,39 +81,50 @@ class _LastHidden(nn.Module):
         return self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
 
 
-def exported_model_dir(model: str, adapter: str | None) -> Path:
+class ConversionError(RuntimeError):
+    """torch.export or OpenVINO could not convert the model (``runtime="auto"`` then runs it with torch)."""
+
+
+def exported_model_dir(model: str, adapter_digest: str | None, load: Callable[[], nn.Module]) -> Path:
     """The cached OpenVINO model of ``model`` with ``adapter`` merged: converted on first use (under a file lock, into
-    a folder that appears complete or not at all); keyed on the weights' content and the OpenVINO version."""
+    a folder that appears complete or not at all); keyed on the weights' content and the OpenVINO version. A model
+    that fails to convert is remembered (``<key>.failed``), so later loads do not spend the attempt again.
+
+    Args:
+        model: the backbone's name or path; adapter_digest: its merged adapter's digest (None: no adapter).
+        load: builds the fp32 torch backbone with the adapter merged (called only to convert).
+    """
     import openvino as ov
     from filelock import FileLock
 
     from .backbones import model_digest, resolve_model_dir
-    from .encoder import _adapter_digest
 
     name = Path(resolve_model_dir(model)).name
     version = ov.__version__.split("-")[0]
-    key = f"{name}-{model_digest(model)[:16]}-{_adapter_digest(adapter) or 'base'}-ov{version}"
+    key = f"{name}-{model_digest(model)[:16]}-{adapter_digest or 'base'}-ov{version}"
     target = cache_dir() / "openvino" / key
+    failed = target.with_name(key + ".failed")
     if (target / "sfp_source.json").exists():
         return target
+    if failed.exists():
+        raise ConversionError(f"{failed.read_text(encoding='utf-8')} (remembered in {failed}; delete it to retry)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "sfp_source.json").exists():
             logger.warning("converting %s for OpenVINO once (about a minute); later loads read %s", name, target)
-            _export(model, adapter, target)
+            try:
+                _export(load(), model, target)
+            except Exception as err:  # torch.export and OpenVINO raise many types for an unsupported model
+                reason = f"{name} could not be converted for OpenVINO: {type(err).__name__}: {str(err)[:500]}"
+                failed.write_text(reason, encoding="utf-8")
+                raise ConversionError(reason) from err
     return target
 
 
-def _export(model: str, adapter: str | None, target: Path) -> None:
+def _export(backbone: nn.Module, model: str, target: Path) -> None:
     import openvino as ov
     from torch.export import Dim, export
 
-    from .backbones import load_backbone
-    from .encoder import attach_adapter
-
-    backbone, _ = load_backbone(model, device="cpu", dtype=torch.float32)
-    if adapter:
-        backbone = attach_adapter(backbone, adapter, merge=True)
     example = torch.ones(2, 16, dtype=torch.long)
     shapes = ({0: Dim("batch", min=1, max=1 << 16), 1: Dim("length", min=2, max=1 << 15)},)
     with torch.no_grad():
@@ -120,7 +132,7 @@ def _export(model: str, adapter: str | None, target: Path) -> None:
     converted = ov.convert_model(program)
     with atomic_directory(target) as tmp:
         ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=True)  # fp16 weights: half the disk
-        source = {"model": model, "adapter": adapter, "hidden_size": int(backbone.config.hidden_size),
+        source = {"model": model, "hidden_size": int(backbone.config.hidden_size),
                   "openvino": ov.__version__, "torch": torch.__version__}  # fmt: skip
         (tmp / "sfp_source.json").write_text(json.dumps(source, indent=2))
 
@@ -170,6 +182,10 @@ class OpenVINOBackbone(nn.Module):
         return self
 
 
-def load_openvino_backbone(model: str, adapter: str | None, dtype: torch.dtype) -> OpenVINOBackbone:
+def load_openvino_backbone(
+    model: str, adapter_digest: str | None, dtype: torch.dtype, load: Callable[[], nn.Module]
+) -> OpenVINOBackbone:
+    """The OpenVINO backbone of ``model`` (+ adapter), converted on first use with ``load`` (see
+    ``exported_model_dir``), compiled for ``dtype``'s precision."""
     require("openvino", "The OpenVINO runtime", _INSTALL)
-    return OpenVINOBackbone(exported_model_dir(model, adapter), precision_name(dtype))
+    return OpenVINOBackbone(exported_model_dir(model, adapter_digest, load), precision_name(dtype))

@@ -546,6 +546,6 @@ def _manifest(
         "centering": centering,  # enabled: asked for; fitted: on how many chunks (None: not centered)
         "corpus": {"files": report.files, "chunks": report.chunks, "skipped": report.skipped},
         "versions": package_versions(
-            "sfp-rag", "torch", "transformers", "faiss-cpu", "faiss-gpu-cu12", "llama-index-core", "peft"
+            "sfp-rag", "torch", "transformers", "faiss-cpu", "faiss-gpu-cu12", "llama-index-core", "peft", "openvino"
         ),
     }

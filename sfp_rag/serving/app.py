@@ -318,6 +318,7 @@ def create_app(
             "status": "ok" if not unavailable else "degraded",
             "model": model_name,
             "dim": encoder.dim,
+            "runtime": getattr(encoder, "runtime", None),  # what runs the model (torch or OpenVINO, precision)
             "indexes": served,
             "unavailable": unavailable,  # name -> why it cannot be served (answered with 409)
             "limits": {"max_inputs": config.max_inputs, "max_chars": config.max_chars, "max_k": config.max_k},
