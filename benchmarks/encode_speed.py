@@ -13,6 +13,8 @@ processed; tokens/s counts real (non-padding) prompt tokens. Variants:
 - ``sfp-bf16``: SFPEncoder with bf16 weights, explicitly.
 - ``sfp-openvino``: SFPEncoder with ``runtime="openvino"`` (the default where OpenVINO is installed), precision
   from ``dtype="auto"``; ``sfp-openvino-f32``: the same in f32.
+- ``sfp-openvino-int8w``: the OpenVINO model with int8 weights (NNCF ``compress_weights``, INT8_ASYM per channel;
+  needs ``pip install nncf``; a lever measured, not shipped).
 - ``sfp-int8-dynamic``: PyTorch dynamic int8 quantization of every linear layer (a lever measured, not shipped).
 - ``sfp-compile``: ``torch.compile`` (inductor, weights frozen and prepacked) of the bf16 backbone (a lever
   measured, not shipped; its compile time is ``setup_s``).
@@ -26,7 +28,7 @@ scored on STS-B test (Spearman x100) against fp32, the rule being: keep a varian
     python benchmarks/encode_speed.py --quality            # + STS-B check per variant
     python benchmarks/encode_speed.py --device cuda --sentences 8192 --batch-size 256
     python benchmarks/encode_speed.py --texts scifact --sentences 256 --batch-size 32 \
-        --variants sfp-auto,sfp-openvino,sfp-int8-dynamic,sfp-compile \
+        --variants sfp-auto,sfp-openvino,sfp-openvino-f32,sfp-openvino-int8w,sfp-int8-dynamic,sfp-compile \
         --out benchmarks/results/encode_speed_runtimes.json
 
 Writes benchmarks/results/encode_speed_<device>_<model>.json.
@@ -185,6 +187,7 @@ def main() -> None:
         "sfp-bf16": ("bfloat16", "torch", None),
         "sfp-openvino": ("auto", "openvino", None),
         "sfp-openvino-f32": ("float32", "openvino", None),
+        "sfp-openvino-int8w": ("auto", "openvino", "int8w"),
         "sfp-int8-dynamic": ("float32", "torch", "int8"),
         "sfp-compile": ("auto", "torch", "compile"),
     }
@@ -203,6 +206,16 @@ def main() -> None:
             enc.model.backbone = torch.ao.quantization.quantize_dynamic(
                 enc.model.backbone, {torch.nn.Linear}, dtype=torch.qint8
             )
+        elif change == "int8w":  # NNCF's int8 weight compression of the OpenVINO model (pip install nncf)
+            import nncf
+            import openvino as ov
+
+            backbone, core = enc.model.backbone, ov.Core()
+            model = nncf.compress_weights(
+                core.read_model(str(backbone.folder / "model.xml")), mode=nncf.CompressWeightsMode.INT8_ASYM
+            )
+            properties = {"INFERENCE_PRECISION_HINT": backbone.precision, "PERFORMANCE_HINT": "LATENCY"}
+            backbone._request = core.compile_model(model, "CPU", properties).create_infer_request()
         elif change == "compile":  # inductor with weight prepacking (freezing); its compile time is reported apart
             import torch._inductor.config as inductor_config
 

@@ -151,6 +151,7 @@ class OpenVINOBackbone(nn.Module):
         import openvino as ov
 
         source = json.loads((folder / "sfp_source.json").read_text())
+        self.folder = folder
         self.config = SimpleNamespace(hidden_size=source["hidden_size"])
         self.precision = precision
         self.version = ov.__version__.split("-")[0]
