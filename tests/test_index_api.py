@@ -55,6 +55,7 @@ def test_bm25_search_never_loads_the_model(tmp_path, home, encoder, monkeypatch)
         raise AssertionError("the encoder was loaded for a BM25 search")
 
     monkeypatch.setattr(searcher, "_recorded_encoder", boom)
+    monkeypatch.setattr(searcher, "_quick_encoder", boom)  # neither the full encoder nor the torch-free one
     assert Index.open("kb").search("walk every day", mode="bm25")[0].source == "pets/dogs.md"
     with pytest.raises(AssertionError, match="loaded"):
         Index.open("kb").search("walk every day", mode="dense")

@@ -15,12 +15,15 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .._utils import check_texts
 from .prompts import PromptTemplate, RenderedPrompt, get_template, normalize_sentence
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +207,16 @@ class PromptTokenizer:
 
     def collate(self, items: Sequence[TokenizedPrompt], padding_side: str = "right") -> PromptBatch:
         """Pad ``items`` into one batch; the Rep indices follow the padding."""
+        import torch
+
+        ids, mask, rep1, rep2 = self.collate_arrays(items, padding_side)
+        tensors = (torch.from_numpy(a) for a in (ids, mask.astype(np.int64), rep1, rep2))
+        return PromptBatch(*tensors, padding_side=padding_side)
+
+    def collate_arrays(
+        self, items: Sequence[TokenizedPrompt], padding_side: str = "right"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``collate`` in numpy: int64 ids (B, L), the bool mask of real tokens (B, L), Rep1 and Rep2 (B,)."""
         if padding_side not in PADDING_SIDES:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}, got {padding_side!r}")
         if not items:
@@ -217,9 +230,7 @@ class PromptTokenizer:
         ids[real] = np.fromiter(itertools.chain.from_iterable(it.input_ids for it in items), np.int64, lengths.sum())
         rep1 = np.fromiter((it.rep1 for it in items), np.int64, len(items)) + shift  # (B,)
         rep2 = np.fromiter((it.rep2 for it in items), np.int64, len(items)) + shift  # (B,)
-        ids, mask = torch.from_numpy(ids), torch.from_numpy(real.astype(np.int64))
-        rep1, rep2 = torch.from_numpy(rep1), torch.from_numpy(rep2)
-        return PromptBatch(ids, mask, rep1, rep2, padding_side=padding_side)
+        return ids, real, rep1, rep2
 
     def __call__(self, texts: str | Sequence[str], padding_side: str = "right") -> PromptBatch:
         return self.collate(self.tokenize(texts), padding_side=padding_side)

@@ -77,7 +77,7 @@ def extract_answer(question: str, searcher, k: int = 3, sentences: int = DEFAULT
         raise ValueError(f"sentences must be at least 1, got {sentences}")
     hits = searcher.search(question, k=k)
     candidates = [(n, s) for n, hit in enumerate(hits, start=1) for s in dict.fromkeys(passage_sentences(hit.text))]
-    chosen = rank_sentences(question, candidates, searcher.load_encoder())[:sentences]
+    chosen = rank_sentences(question, candidates, searcher.embedder())[:sentences]
     cited = {n for n, _, _ in chosen}
     answer = " ".join(f"{text} [{n}]" for n, text, _ in chosen)
     return {

@@ -174,7 +174,7 @@ def hybrid_search(
             for srow, irow in zip(sparse_scores, sparse_ids)
         ]
     if vectors is None:
-        vectors = searcher.encoder.encode_queries(queries)
+        vectors = searcher.embedder().encode_queries(queries)
     vectors = collection.search_queries(vectors)
     dense_scores, dense_ids = collection.faiss.search(vectors, min(depth, collection.ntotal), search_params)
     results = []

@@ -48,7 +48,9 @@ class Searcher:
     """An opened index plus the encoder that built it; keep one around to answer many queries fast.
 
     ``encoder`` may be None: the encoder the index records is then built on the first search that needs it (with
-    ``encoder_overrides`` such as ``device``/``dtype``), and never for a BM25-only search.
+    ``encoder_overrides`` such as ``device``/``dtype``), and never for a BM25-only search. Searches embed their
+    queries with ``embedder()``: where the model runs on OpenVINO from the cache, that is a torch-free
+    ``OpenVINOEncoder``, so a cold search does not import torch; ``load_encoder()`` gives the full ``SFPEncoder``.
     """
 
     def __init__(self, collection: Collection, encoder, **encoder_overrides: Any) -> None:
@@ -61,6 +63,7 @@ class Searcher:
         self.collection = collection
         self.encoder = encoder
         self._overrides = encoder_overrides
+        self._quick = None  # the torch-free encoder, once tried (False: it cannot serve this index)
 
     @classmethod
     def open(
@@ -74,9 +77,18 @@ class Searcher:
         return searcher
 
     def load_encoder(self):
+        """The encoder the index records, as an ``SFPEncoder`` (built on the first call)."""
         if self.encoder is None:
             self.encoder = _recorded_encoder(self.collection, self._overrides)
         return self.encoder
+
+    def embedder(self):
+        """What embeds this searcher's queries: the loaded encoder or, before one is loaded, the torch-free
+        ``OpenVINOEncoder`` of the same model where it can serve (see ``OpenVINOEncoder.from_cache``; the same
+        vectors), else the encoder the index records, loaded."""
+        if self.encoder is None and self._quick is None:
+            self._quick = _quick_encoder(self.collection, self._overrides) or False
+        return self.encoder or self._quick or self.load_encoder()
 
     def search(
         self,
@@ -110,7 +122,7 @@ class Searcher:
         if search_params:  # before the queries are embedded: a wrong parameter fails at once
             check_search_params(self.collection.manifest["index"]["factory"], search_params)
         if mode != "bm25" and vectors is None:
-            vectors = self.load_encoder().encode_queries(qs)
+            vectors = self.embedder().encode_queries(qs)
         if mode == "dense":
             results = self.collection.search_vectors(vectors, k, search_params)
         else:
@@ -120,11 +132,9 @@ class Searcher:
         return results[0] if single else results
 
 
-def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
-    """Rebuild the encoder an index records, starting fast: the tokenizer is parsed in a thread while torch loads,
-    without the transformers wrapper; if its ids differ from those recorded at build time, the transformers
-    tokenizer is used instead."""
-    from ..embedding.backbones import ModelNotFoundError, load_tokenizer, prefetch_tokenizer, resolve_model_dir
+def _recorded_settings(collection: Collection, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The encoder settings an index records, with ``overrides`` (device, dtype, runtime); a model or adapter path
+    that does not exist here is an ``IndexFolderError`` that says so."""
     from ..embedding.config import EncoderConfig
 
     recorded = EncoderConfig.from_dict(collection.manifest["encoder"]["config"], where=str(collection.path))
@@ -137,6 +147,32 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
                 + (" (a relative path is read from the current directory)" if not Path(value).is_absolute() else "")
                 + "; run from where it was built, or rebuild the index with a model that exists here"
             )
+    return settings
+
+
+def _quick_encoder(collection: Collection, overrides: dict[str, Any]):
+    """The torch-free ``OpenVINOEncoder`` of the recorded encoder, or None where it cannot serve (not converted
+    yet, another runtime or device, or a tokenizer that disagrees with the one that built the index)."""
+    from ..embedding.openvino_encoder import OpenVINOEncoder
+
+    settings = _recorded_settings(collection, overrides)
+    encoder = OpenVINOEncoder.from_cache(settings.pop("model"), **settings)
+    if encoder is None:
+        return None
+    expected = collection.manifest["encoder"].get("probe_ids")
+    if expected is not None and encoder.probe_ids() != expected:
+        return None  # the full path falls back to transformers' tokenizer
+    _note_runtime(collection, encoder)
+    return encoder
+
+
+def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
+    """Rebuild the encoder an index records, starting fast: the tokenizer is parsed in a thread while torch loads,
+    without the transformers wrapper; if its ids differ from those recorded at build time, the transformers
+    tokenizer is used instead."""
+    from ..embedding.backbones import ModelNotFoundError, load_tokenizer, prefetch_tokenizer, resolve_model_dir
+
+    settings = _recorded_settings(collection, overrides)
     try:
         prefetch_tokenizer(resolve_model_dir(settings["model"]))
     except ModelNotFoundError:
@@ -144,13 +180,7 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
     from ..embedding.encoder import SFPEncoder  # imports torch and transformers
 
     encoder = SFPEncoder.from_pretrained(settings.pop("model"), fast_tokenizer=True, **settings)
-    built_by = (collection.manifest["encoder"].get("runtime") or {}).get("runtime")
-    if built_by and built_by != encoder.runtime["runtime"]:
-        logger.info(
-            "%s was built with the %s runtime and is searched with %s: their vectors agree to a cosine of %.4f or "
-            "more (measured on SciFact), so the results are the same up to near-ties",
-            collection.path, built_by, encoder.runtime["runtime"], RUNTIMES_MIN_COSINE,
-        )  # fmt: skip
+    _note_runtime(collection, encoder)
     expected = collection.manifest["encoder"].get("probe_ids")
     if expected is not None and encoder.probe_ids() != expected:
         logger.info("the fast tokenizer disagrees with the one that built %s; using transformers'", collection.path)
@@ -158,6 +188,16 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
             encoder.model, load_tokenizer(encoder.config.model), encoder.config, device=encoder.device
         )
     return encoder
+
+
+def _note_runtime(collection: Collection, encoder) -> None:
+    built_by = (collection.manifest["encoder"].get("runtime") or {}).get("runtime")
+    if built_by and built_by != encoder.runtime["runtime"]:
+        logger.info(
+            "%s was built with the %s runtime and is searched with %s: their vectors agree to a cosine of %.4f or "
+            "more (measured on SciFact), so the results are the same up to near-ties",
+            collection.path, built_by, encoder.runtime["runtime"], RUNTIMES_MIN_COSINE,
+        )  # fmt: skip
 
 
 def search(
