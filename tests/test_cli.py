@@ -556,3 +556,22 @@ def test_every_baseline_runs_through_eval_beir(tmp_path, tiny_model_dir, monkeyp
     scores = json.loads((tmp_path / "r.json").read_text())["scores"]
     assert {"tiny", "tiny+bm25", "BM25", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2+bm25"} <= set(scores)
     assert len(scores) == 5 + 2 * len(BASELINE_TEMPLATES), sorted(scores)  # each dense peer also fused
+
+
+def test_eval_beir_widths_score_the_cut_vectors_and_refuse_bad_ones(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.test_evaluation import make_beir
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    common = ["-q", "eval", "beir", "--data", str(make_beir(tmp_path / "beir")), "--model", str(tiny_model_dir),
+              "--device", "cpu", "--dtype", "float32", "--baselines", "none", "--chunk-size", "64",
+              "--label", "t"]  # fmt: skip
+    result = CliRunner().invoke(main, [*common, "--widths", "8,16", "-o", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "r.json").read_text())["scores"]) == {"t", "t, 8d", "t, 16d"}
+    refusals = (("8,x", "not a comma-separated list"), ("0", "must be positive"), ("32", "below the model's 32"))
+    for bad, needle in refusals:
+        out = CliRunner().invoke(main, [*common, "--widths", bad])
+        assert out.exit_code == 2 and needle in out.output, out.output
+    train = ["train", "--data", "x.txt", "-o", str(tmp_path / "o"), "--matryoshka-dims", "64,a"]
+    out = CliRunner().invoke(main, train)
+    assert out.exit_code == 2 and "--matryoshka-dims" in out.output and "not a comma-separated" in out.output

@@ -288,3 +288,29 @@ def test_an_asymmetric_query_template(tiny_model, bpe_tokenizer):
     np.testing.assert_allclose(same.encode_queries(texts), sym.encode_queries(texts))
     with pytest.raises(ValueError, match="unknown template"):
         EncoderConfig(query_template="no-such-preset")
+
+
+def test_truncate_dim_keeps_the_leading_dimensions_renormalised(tiny_encoder):
+    texts = ["A cat sits on the mat.", "Dogs like to walk every day.", "How do I reset my password?"]
+    raw = tiny_encoder.encode(texts, normalize_embeddings=False)
+    for width in (1, 5, tiny_encoder.dim):
+        cut = raw[:, :width]
+        expected = cut / np.linalg.norm(cut, axis=1, keepdims=True)
+        np.testing.assert_allclose(tiny_encoder.encode(texts, truncate_dim=width), expected, atol=1e-6)
+    np.testing.assert_allclose(tiny_encoder.encode(texts, truncate_dim=5, normalize_embeddings=False), raw[:, :5])
+    assert tiny_encoder.encode([], truncate_dim=5).shape == (0, 5)
+    for bad in (0, tiny_encoder.dim + 1, True, 2.5):
+        with pytest.raises(ValueError, match="truncate_dim must be an integer from 1"):
+            tiny_encoder.encode(texts, truncate_dim=bad)
+
+
+def test_a_configured_truncate_dim_is_the_encoders_width_and_identity(tiny_model, bpe_tokenizer, tiny_encoder):
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    short = SFPEncoder(tiny_model, bpe_tokenizer, tiny_encoder.config.replace(truncate_dim=8))
+    assert short.dim == 8 and short.encode("a text").shape == (8,)
+    np.testing.assert_allclose(short.encode("a text"), tiny_encoder.encode("a text", truncate_dim=8), atol=1e-6)
+    assert short.identity()["truncate_dim"] == 8 and "truncate_dim" not in tiny_encoder.identity()
+    assert short.fingerprint() != tiny_encoder.fingerprint()  # an index of 8-wide vectors is another index
+    with pytest.raises(ValueError, match="truncate_dim must be a positive integer"):
+        tiny_encoder.config.replace(truncate_dim=0)

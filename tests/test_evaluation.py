@@ -206,6 +206,35 @@ def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_
     assert sum(calls) == 2 * n  # another encoder: its own vectors
 
 
+def test_a_truncated_encoder_scores_from_the_full_width_cache_as_if_embedded_at_its_width(
+    tmp_path, tiny_encoder, monkeypatch
+):
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    data = load_beir(make_beir(tmp_path / "b"))
+    calls = []
+    real = SFPEncoder.encode_documents
+
+    def counting(self, texts, **kw):
+        calls.append(len(texts))
+        return real(self, texts, **kw)
+
+    monkeypatch.setattr(SFPEncoder, "encode_documents", counting)
+    dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, show_progress=False)
+    n = sum(calls)
+    short = SFPEncoder(tiny_encoder.model, tiny_encoder.tokenizer, tiny_encoder.config.replace(truncate_dim=8))
+    run, _ = dense_run(short, data, chunk_size=16, chunk_overlap=0, depth=10, show_progress=False)
+    assert sum(calls) == n  # the full-width vectors were reused, not embedded again
+    owners, texts = chunks_of(short, data, 16)
+    chunk_vecs = short.encode(texts)  # embedded at width 8 directly: the reference
+    assert chunk_vecs.shape[1] == 8
+    for q, qtext in data.queries.items():
+        sims = chunk_vecs @ short.encode_queries(qtext)
+        best = {d: max(float(s) for s, o in zip(sims, owners) if o == d) for d in data.corpus}
+        assert run[q] == pytest.approx(best, abs=1e-4)
+
+
 def test_evaluate_beir_with_bm25_and_hybrid(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
     result = evaluate_beir(

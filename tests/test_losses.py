@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sfp_rag.training.losses import InfoNCELoss, info_nce
+from sfp_rag.training.losses import InfoNCELoss, info_nce, matryoshka_info_nce
 
 
 def _loop_reference(anchor, positive, temperature):
@@ -43,3 +43,14 @@ def test_bad_arguments():
         info_nce(torch.zeros(3, 2), torch.zeros(3, 2), temperature=0)
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(-1)
+
+
+def test_matryoshka_loss_is_the_mean_of_the_prefix_losses():
+    torch.manual_seed(0)
+    a, p = torch.randn(6, 8), torch.randn(6, 8)
+    by_hand = sum(_loop_reference(a[:, :d], p[:, :d], 0.05) for d in (2, 4, 8)) / 3  # each prefix renormalised
+    assert matryoshka_info_nce(a, p, [4, 2], 0.05).item() == pytest.approx(by_hand, rel=1e-5)
+    assert matryoshka_info_nce(a, p, [], 0.05).item() == pytest.approx(info_nce(a, p, 0.05).item(), rel=1e-6)
+    for bad in ([8], [0], [2, 9]):
+        with pytest.raises(ValueError, match="between 1 and the width 7"):
+            matryoshka_info_nce(a, p, bad)

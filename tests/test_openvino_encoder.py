@@ -53,7 +53,8 @@ def test_the_same_vectors_identity_and_probe_as_sfp_encoder(tiny_model_dir, conv
     assert quick.document_fingerprint() == converted.document_fingerprint()
     assert quick.probe_ids() == converted.probe_ids() and quick.dim == converted.dim
     for kwargs in ({}, {"prompt_name": "query"}, {"pooling": "mean"}, {"pooling": "concat"}, {"pooling": "rep1"},
-                   {"normalize_embeddings": False}, {"batch_size": 2}, {"max_batch_tokens": 64}):  # fmt: skip
+                   {"normalize_embeddings": False}, {"batch_size": 2}, {"max_batch_tokens": 64},
+                   {"truncate_dim": 5}, {"truncate_dim": 5, "pooling": "concat"}):  # fmt: skip
         np.testing.assert_allclose(quick.encode(TEXTS, **kwargs), converted.encode(TEXTS, **kwargs), atol=1e-6)
     np.testing.assert_allclose(quick.encode_queries("a question"), converted.encode_queries("a question"), atol=1e-6)
     assert quick.encode([]).shape == (0, quick.dim)

@@ -115,6 +115,15 @@ def test_embeddings_query_role_and_base64(url, encoder):
     np.testing.assert_allclose(vector, encoder.encode_queries("a cat"), atol=1e-5)
 
 
+def test_embeddings_dimensions_are_what_encode_truncate_dim_gives(url, encoder):
+    texts = ["a cat sat on the mat", "dogs like to walk every day"]
+    for width in (1, 7, encoder.dim):
+        data = httpx.post(f"{url}/v1/embeddings", json={"input": texts, "dimensions": width}).json()["data"]
+        got = np.array([d["embedding"] for d in data], dtype=np.float32)
+        assert got.shape == (2, width)
+        np.testing.assert_allclose(got, encoder.encode_documents(texts, truncate_dim=width), atol=1e-5)
+
+
 def test_search_matches_the_cli(url, kb):
     from click.testing import CliRunner
 
@@ -159,7 +168,8 @@ def test_bad_requests_get_clear_json_errors_and_the_server_lives(url, encoder):
         # a text over max_chars is cut, as the local path truncates: test_client_and_local_paths_agree
         ({"input": [[1, 2, 3]]}, "/v1/embeddings", 422, "input"),
         ({"input": []}, "/v1/embeddings", 422, "empty"),
-        ({"input": "x", "dimensions": 7}, "/v1/embeddings", 422, "dimensions"),
+        ({"input": "x", "dimensions": 100_000}, "/v1/embeddings", 422, "dimensions must be from 1"),
+        ({"input": "x", "dimensions": 0}, "/v1/embeddings", 422, "dimensions must be from 1"),
         ({"query": "x", "k": 0}, "/search", 422, "k must be"),
         ({"query": "x", "k": 10_000}, "/search", 422, "k must be"),
         ({"query": "  "}, "/search", 422, "empty"),

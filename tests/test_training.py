@@ -97,6 +97,29 @@ def test_a_few_steps_lower_the_loss(tiny_model_dir, data_file, tmp_path, objecti
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
+def test_matryoshka_dims_train_with_the_prefix_loss_and_are_recorded(tiny_model_dir, data_file, tmp_path, monkeypatch):
+    import sfp_rag.training.trainer as trainer_module
+
+    widths = []
+    real = trainer_module.matryoshka_info_nce
+
+    def spy(anchor, positive, dims, *args, **kwargs):
+        widths.append((anchor.shape[1], list(dims)))
+        return real(anchor, positive, dims, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "matryoshka_info_nce", spy)
+    config = _config(tiny_model_dir, data_file, tmp_path / "out", max_steps=2, matryoshka_dims=[16, 8, 16])
+    assert config.matryoshka_dims == [8, 16]  # sorted, once each
+    train(config, show_progress=False)
+    assert widths and all(w == (32, [8, 16]) for w in widths)  # every step, on the full (32-wide) vectors
+    saved = json.loads((tmp_path / "out" / "sfp_config.json").read_text())
+    assert saved["training"]["matryoshka_dims"] == [8, 16]
+    with pytest.raises(ValueError, match="matryoshka_dims must be positive"):
+        _config(tiny_model_dir, data_file, tmp_path / "bad", matryoshka_dims=[0, 8])
+    with pytest.raises(ValueError, match="must be below the model's 32"):
+        train(_config(tiny_model_dir, data_file, tmp_path / "wide", matryoshka_dims=[32]), show_progress=False)
+
+
 def test_output_is_an_adapter_the_encoder_loads(tiny_model_dir, data_file, tmp_path):
     from sfp_rag.embedding.encoder import SFPEncoder
 

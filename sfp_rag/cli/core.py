@@ -91,6 +91,18 @@ def fail(err: Exception) -> click.ClickException:
     return click.ClickException(printable(err, keep="\n"))
 
 
+def parse_widths(value: str, option: str) -> list[int]:
+    """``"64,128,256"`` -> ``[64, 128, 256]`` (an empty string: none); anything else is a usage error of ``option``."""
+    try:
+        widths = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of widths (e.g. 64,128,256)",
+                                 param_hint=option) from None  # fmt: skip
+    if any(w < 1 for w in widths):
+        raise click.BadParameter(f"widths must be positive, got {value!r}", param_hint=option)
+    return widths
+
+
 runtime_option = click.option(
     "--runtime",
     type=click.Choice(["auto", "torch", "openvino"]),

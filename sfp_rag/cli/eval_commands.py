@@ -17,6 +17,7 @@ from .core import (
     main,
     make_embedder,
     model_label,
+    parse_widths,
     query_template_option,
     result_options,
     senteval_option,
@@ -140,6 +141,12 @@ def eval_sts(
     default=None,
     help="Dense weight of convex/minmax fusion [default: 0.7 convex, 0.3 minmax; tuned].",
 )
+@click.option(
+    "--widths",
+    default="",
+    help="Also score the model's vectors cut to these widths, comma-separated (e.g. 64,128,256: truncate_dim, as "
+    "`dimensions` in /v1/embeddings), from the same embeddings.",
+)
 @max_chunks_option
 @max_queries_option
 @centering_option
@@ -163,6 +170,7 @@ def eval_beir(
     hybrid_baselines,
     fusion,
     alpha,
+    widths,
     max_chunks,
     max_queries,
     centering,
@@ -175,7 +183,7 @@ def eval_beir(
     label,
 ) -> None:
     """nDCG@10, Recall@100, MAP@100, MRR@10 on a BEIR dataset, through the same chunking and FAISS path as `index`."""
-    from ..embedding.encoder import resolve_config
+    from ..embedding.encoder import SFPEncoder, resolve_config
     from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
 
     check_engine_options(engine, ray_address, workers)
@@ -185,6 +193,9 @@ def eval_beir(
         model, adapter, template, pooling, device, dtype, query_template=query_template, runtime=runtime
     )
     systems: dict = {label or model_label(encoder): encoder}
+    for width in _widths(widths, encoder.dim):
+        cut = SFPEncoder(encoder.model, encoder.tokenizer, encoder.config.replace(truncate_dim=width), encoder.device)
+        systems[f"{next(iter(systems))}, {width}d"] = cut
     options = {k: v for k, v in {"adapter": adapter, "template": template}.items() if v is not None}
     backbone = resolve_config(model, **options).model
     for name in [b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]:
@@ -220,6 +231,15 @@ def eval_beir(
     click.echo(f"{result['dataset']} ({split}, {result['queries']} queries, {result['documents']} documents)")
     click.echo(format_beir_table(result["scores"]))
     write_result(result, output)
+
+
+def _widths(value: str, full: int) -> list[int]:
+    """``--widths 64,128``: the widths below the model's ``full`` one (a bad one is a usage error)."""
+    widths = parse_widths(value, "--widths")
+    bad = [w for w in widths if w >= full]
+    if bad:
+        raise click.BadParameter(f"{bad}: each width must be below the model's {full}", param_hint="--widths")
+    return widths
 
 
 def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> dict:

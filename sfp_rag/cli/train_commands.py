@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from .core import USER_ERRORS, fail, main
+from .core import USER_ERRORS, fail, main, parse_widths
 
 
 @main.command()
@@ -91,6 +91,10 @@ from .core import USER_ERRORS, fail, main
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute activations in the backward pass instead of keeping them: less memory, more time "
               "(benchmarks/train_cost.py --gradient-checkpointing measures both).")  # fmt: skip
+@click.option("--matryoshka-dims", default="", callback=lambda _ctx, _param, v: parse_widths(v, "--matryoshka-dims"),
+              help="Also train these shorter widths, comma-separated (e.g. 64,128,256: InfoNCE on each prefix of "
+                   "the vector, averaged with the full width's): truncated vectors then embed well. Empty: off."
+              )  # fmt: skip
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=2, show_default=True,

@@ -21,7 +21,7 @@ import numpy as np
 from .._utils import check_texts, require_regular_file
 from .backbones import BUILTIN_MODELS
 from .config import CONFIG_NAME, DEFAULT_MODEL_NAME, EncoderConfig, default_model_dir, load_encoder_config, save_config
-from .pooling import check_pooling, pooled_dim
+from .pooling import check_pooling, normalize_numpy, pooled_dim
 from .tokenization import PromptTokenizer
 
 logger = logging.getLogger("sfp_rag.embedding.encoder")  # the name users filter on, whichever encoder logs
@@ -79,10 +79,33 @@ class BaseEncoder:
 
     @property
     def dim(self) -> int:
+        """The width of the vectors ``encode`` returns (``truncate_dim`` when the config sets one)."""
+        return self._width(self.config.pooling, self.config.truncate_dim)
+
+    @property
+    def full_dim(self) -> int:
+        """The width of the pooled vectors before any ``truncate_dim``."""
         return pooled_dim(self.hidden_size, self.config.pooling)
 
-    def _prepare(self, sentences, prompt_name, prompt, pooling, normalize_embeddings, kwargs: dict[str, Any]):
-        """The arguments ``encode`` shares: ``(single, texts, prompt tokenizer, pooling mode, normalize)``."""
+    def truncate_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Full-width vectors of this encoder (``encode(..., truncate_dim=full_dim)``) as ``encode`` returns them
+        with the config's ``truncate_dim``: the leading dimensions, renormalised where the config normalises."""
+        v = np.asarray(vectors, dtype=np.float32)[:, : self.dim]
+        return normalize_numpy(v) if self.config.normalize_embeddings and self.dim < self.full_dim else v
+
+    def _width(self, mode: str, truncate_dim: int | None) -> int:
+        full = pooled_dim(self.hidden_size, mode)
+        if truncate_dim is None:
+            return full
+        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= full:
+            raise ValueError(
+                f"truncate_dim must be an integer from 1 to the vectors' width {full}, got {truncate_dim!r}"
+            )
+        return truncate_dim
+
+    def _prepare(self, sentences, prompt_name, prompt, pooling, normalize_embeddings, truncate_dim, kwargs):
+        """The arguments ``encode`` shares: ``(single, texts, prompt tokenizer, pooling mode, normalize, width)``;
+        ``width`` is how many leading dimensions of each pooled vector are kept (before normalising)."""
         prompt_type = kwargs.pop("prompt_type", None)
         kwargs.pop("task_name", None)
         if kwargs:
@@ -90,7 +113,8 @@ class BaseEncoder:
         role = _role(prompt_name if prompt_name is not None else getattr(prompt_type, "value", prompt_type))
         mode = check_pooling(pooling or self.config.pooling)
         normalize = self.config.normalize_embeddings if normalize_embeddings is None else normalize_embeddings
-        return isinstance(sentences, str), check_texts(sentences), self._prompter(role, prompt), mode, normalize
+        width = self._width(mode, self.config.truncate_dim if truncate_dim is None else truncate_dim)
+        return isinstance(sentences, str), check_texts(sentences), self._prompter(role, prompt), mode, normalize, width
 
     def encode(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -158,8 +182,9 @@ class BaseEncoder:
             identity["query_template"] = self.query_prompt_tokenizer.template.template
         return identity
 
-    def _document_identity(self) -> dict[str, Any]:
+    def _document_identity(self, full_width: bool = False) -> dict[str, Any]:
         c = self.config
+        truncated = c.truncate_dim is not None and not full_width
         return {
             "model": c.model,
             "adapter": Path(c.adapter).name if c.adapter else None,  # the digest identifies it; paths vary by machine
@@ -169,7 +194,8 @@ class BaseEncoder:
             "max_text_tokens": c.max_text_tokens,
             "normalize_text": c.normalize_text,
             "normalize_embeddings": c.normalize_embeddings,
-            "dim": self.dim,
+            "dim": self.dim if not full_width else self.full_dim,
+            **({"truncate_dim": c.truncate_dim} if truncated else {}),  # absent when not set: older indexes match
         }
 
     def probe_ids(self) -> list[int]:
@@ -179,10 +205,12 @@ class BaseEncoder:
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def document_fingerprint(self) -> str:
+    def document_fingerprint(self, full_width: bool = False) -> str:
         """The fingerprint of the document vectors alone (the query template does not change them): caches of
-        document embeddings are keyed on it."""
-        return hashlib.sha256(json.dumps(self._document_identity(), sort_keys=True).encode()).hexdigest()[:16]
+        document embeddings are keyed on it. ``full_width``: that of the vectors before ``truncate_dim`` (the same
+        as the untruncated encoder's), whose cache ``truncate_vectors`` cuts."""
+        identity = self._document_identity(full_width)
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def save_config(self, directory: str | Path) -> Path:
         return save_config(Path(directory), self.config)

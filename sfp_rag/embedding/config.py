@@ -58,6 +58,9 @@ class EncoderConfig:
     )
     normalize_text: bool = field(default=True, metadata={"help": "the paper's sentence normalisation"})
     normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise the output vectors"})
+    truncate_dim: int | None = field(
+        default=None, metadata={"help": "keep the first N dimensions of each vector (then normalised); None: all"}
+    )
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})
     load_in_4bit: bool = field(default=False, metadata={"help": "4-bit NF4 weights through bitsandbytes"})
@@ -76,6 +79,10 @@ class EncoderConfig:
             not isinstance(self.max_text_tokens, int) or self.max_text_tokens < 1
         ):
             raise ValueError(f"max_text_tokens must be a positive integer or None, got {self.max_text_tokens!r}")
+        if self.truncate_dim is not None and (
+            isinstance(self.truncate_dim, bool) or not isinstance(self.truncate_dim, int) or self.truncate_dim < 1
+        ):
+            raise ValueError(f"truncate_dim must be a positive integer or None, got {self.truncate_dim!r}")
         self.dtype = normalize_dtype_name(self.dtype)
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")

@@ -32,7 +32,7 @@ from .base import (  # noqa: F401  (resolve_config, check_adapter_dir, plan_batc
 from .config import EncoderConfig
 from .modeling import SFPModel
 from .openvino_runtime import ConversionError, resolve_runtime
-from .pooling import pool, pooled_dim
+from .pooling import pool
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ class SFPEncoder(BaseEncoder):
         *,
         max_batch_tokens: int | None = None,
         pooling: str | None = None,
+        truncate_dim: int | None = None,
         **kwargs: Any,
     ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
         """Embed ``sentences``: float32 ``(N, d)``, or ``(d,)`` for a single string.
@@ -174,15 +175,18 @@ class SFPEncoder(BaseEncoder):
             normalize_embeddings: override the configured L2 normalisation (None: as configured, on by default).
             max_batch_tokens: padded tokens per forward pass at most (None: only ``batch_size`` limits).
             pooling: override the configured pooling (rep2, rep1, mean, concat).
+            truncate_dim: keep the first N dimensions of each vector, then normalise (sentence-transformers' name;
+                None: the config's ``truncate_dim``, by default all). A model trained with ``--matryoshka-dims``
+                keeps more of its quality at those widths.
             **kwargs: ``task_name`` and ``prompt_type`` (MTEB's names; ``prompt_type`` acts as ``prompt_name``) are
                 accepted; anything else is a ``TypeError``.
         """
-        single, items, prompter, mode, normalize = self._prepare(
-            sentences, prompt_name, prompt, pooling, normalize_embeddings, kwargs
+        single, items, prompter, mode, normalize, width = self._prepare(
+            sentences, prompt_name, prompt, pooling, normalize_embeddings, truncate_dim, kwargs
         )
         if device is not None:
             self.to(device)
-        out = self._encode(items, prompter, mode, normalize, batch_size, max_batch_tokens, show_progress_bar)
+        out = self._encode(items, prompter, mode, normalize, width, batch_size, max_batch_tokens, show_progress_bar)
         result = out[0] if single else out
         if convert_to_tensor:
             return torch.from_numpy(result)
@@ -190,16 +194,18 @@ class SFPEncoder(BaseEncoder):
             return list(torch.from_numpy(out)) if not single else torch.from_numpy(result)
         return result
 
-    def _encode(self, items, prompter, mode, normalize, batch_size, max_batch_tokens, show_progress_bar) -> np.ndarray:
+    def _encode(
+        self, items, prompter, mode, normalize, width, batch_size, max_batch_tokens, show_progress
+    ) -> np.ndarray:
         if not items:
-            return np.zeros((0, pooled_dim(self.model.hidden_size, mode)), dtype=np.float32)
+            return np.zeros((0, width), dtype=np.float32)
         self._warn_empty(items)
         prompts = prompter.tokenize(items)
         batches = plan_batches([len(p.input_ids) for p in prompts], batch_size, max_batch_tokens)
-        out = np.empty((len(items), pooled_dim(self.model.hidden_size, mode)), dtype=np.float32)
-        if show_progress_bar is None and len(items) < 256:
-            show_progress_bar = False  # a few texts: a bar would only flicker
-        progress = progress_bar(len(items), "encode", "text", show_progress_bar, logger)
+        out = np.empty((len(items), width), dtype=np.float32)
+        if show_progress is None and len(items) < 256:
+            show_progress = False  # a few texts: a bar would only flicker
+        progress = progress_bar(len(items), "encode", "text", show_progress, logger)
         # On a GPU nothing waits for a batch: inputs go from page-locked memory without blocking, the next batch is
         # tokenized and collated while this one runs, and the vectors stay on the device until a group of batches
         # is copied back in one transfer.
@@ -216,7 +222,7 @@ class SFPEncoder(BaseEncoder):
                 batch = prompter.collate([prompts[i] for i in rows])
                 batch = batch.pin_memory().to(self.device) if on_gpu else batch.to(self.device)
                 reps = self.model(batch)
-                emb = pool(reps.rep1, reps.rep2, mode).float()  # (b, d)
+                emb = pool(reps.rep1, reps.rep2, mode)[:, :width].float()  # (b, width)
                 if normalize:
                     emb = F.normalize(emb, dim=-1)
                 if on_gpu:

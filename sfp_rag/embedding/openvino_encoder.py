@@ -21,7 +21,7 @@ from .._utils import progress_bar
 from .base import BaseEncoder, adapter_digest, check_adapter_dir, plan_batches, resolve_config
 from .config import EncoderConfig
 from .openvino_runtime import CompiledModel, converted_model_dir, precision_name
-from .pooling import normalize_numpy, pool_numpy, pooled_dim
+from .pooling import normalize_numpy, pool_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +84,20 @@ class OpenVINOEncoder(BaseEncoder):
         *,
         max_batch_tokens: int | None = None,
         pooling: str | None = None,
+        truncate_dim: int | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
         """Embed ``sentences``: float32 ``(N, d)``, or ``(d,)`` for a single string; the arguments mean what they
         mean in ``SFPEncoder.encode`` (which also converts to torch tensors and moves devices: this class does not)."""
-        single, items, prompter, mode, normalize = self._prepare(
-            sentences, prompt_name, prompt, pooling, normalize_embeddings, kwargs
+        single, items, prompter, mode, normalize, width = self._prepare(
+            sentences, prompt_name, prompt, pooling, normalize_embeddings, truncate_dim, kwargs
         )
         if not items:
-            return np.zeros((0, pooled_dim(self.hidden_size, mode)), dtype=np.float32)
+            return np.zeros((0, width), dtype=np.float32)
         self._warn_empty(items)
         prompts = prompter.tokenize(items)
         batches = plan_batches([len(p.input_ids) for p in prompts], batch_size, max_batch_tokens)
-        out = np.empty((len(items), pooled_dim(self.hidden_size, mode)), dtype=np.float32)
+        out = np.empty((len(items), width), dtype=np.float32)
         if show_progress_bar is None and len(items) < 256:
             show_progress_bar = False
         progress = progress_bar(len(items), "encode", "text", show_progress_bar, logger)
@@ -104,7 +105,7 @@ class OpenVINOEncoder(BaseEncoder):
             ids, _, rep1, rep2 = prompter.collate_arrays([prompts[i] for i in rows])  # right-padded: no mask
             hidden = self.compiled.infer(ids)  # (b, L, D)
             at = np.arange(len(rows))
-            emb = pool_numpy(hidden[at, rep1], hidden[at, rep2], mode)  # (b, d)
+            emb = pool_numpy(hidden[at, rep1], hidden[at, rep2], mode)[:, :width]  # (b, width)
             out[rows] = normalize_numpy(emb) if normalize else emb
             progress.update(len(rows))
         progress.close()

@@ -173,14 +173,20 @@ def dense_run(
             doc_ids.append(doc_id)
             texts.append(chunk.text)
     t_chunk = time.perf_counter() - t0
-    fingerprint = encoder.document_fingerprint()  # the query template does not change document vectors
-    store = ShardedVectorStore(cache_dir() / "embeddings" / fingerprint, encoder.dim)
+    # an encoder with truncate_dim reads (and fills) the cache of its full-width vectors and cuts them: every width
+    # of one model is scored from one embedding pass (the cut vectors equal what encode gives at that width)
+    cut = getattr(getattr(encoder, "config", None), "truncate_dim", None) is not None and embedder is None
+    fingerprint = encoder.document_fingerprint(full_width=True) if cut else encoder.document_fingerprint()
+    store = ShardedVectorStore(cache_dir() / "embeddings" / fingerprint, encoder.full_dim if cut else encoder.dim)
     bar = progress_bar(len(set(texts)), f"embed {data.name}", "chunk", show_progress, logger)
-    embed = embedder or (lambda t: encoder.encode_documents(t, batch_size=batch_size))
+    full = {"truncate_dim": encoder.full_dim} if cut else {}
+    embed = embedder or (lambda t: encoder.encode_documents(t, batch_size=batch_size, **full))
     vectors = embed_with_store(
         texts, embed, store, fingerprint, group_size=getattr(embed, "group_size", 1024), progress=bar
     )
     bar.close()
+    if cut:
+        vectors = encoder.truncate_vectors(vectors)
     t_embed = time.perf_counter() - t0 - t_chunk
 
     def embed_queries(queries: list[str]) -> np.ndarray:

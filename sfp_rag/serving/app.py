@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..embedding.config import display_name
+from ..embedding.pooling import normalize_numpy
 from ..retrieval.index_folder import SCORE_KINDS
 from ..retrieval.searcher import default_mode
 from .batching import MicroBatcher, QueueFull
@@ -70,7 +71,9 @@ class EmbeddingsRequest(_Request):
     input: str | list[str] = Field(description="a text or a list of texts (token-id inputs are not supported)")
     model: str | None = Field(default=None, description="accepted for compatibility; the server has one model")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, description="must equal the model's width if given")
+    dimensions: int | None = Field(
+        default=None, description="keep the first N dimensions of each vector, renormalised (1 to the model's width)"
+    )
     user: str | None = None
     input_type: Literal["query", "document"] = Field(default="document", description="the prompt role")
 
@@ -252,10 +255,13 @@ def create_app(
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingsRequest) -> dict[str, Any]:
         texts = check_texts([body.input] if isinstance(body.input, str) else body.input, "input")
-        if body.dimensions is not None and body.dimensions != encoder.dim:
-            raise ApiError(422, f"dimensions={body.dimensions}, but this model's embeddings have {encoder.dim}")
+        if body.dimensions is not None and not 1 <= body.dimensions <= encoder.dim:
+            raise ApiError(422, f"dimensions must be from 1 to the model's width {encoder.dim}, got {body.dimensions}")
         counts = [count_tokens(t) for t in texts]  # tokenized once: for the batch budget and for usage
         vectors = await embed(texts, body.input_type, counts)
+        if body.dimensions is not None and body.dimensions < encoder.dim:  # as encode(truncate_dim=N) gives them
+            vectors = vectors[:, : body.dimensions]
+            vectors = normalize_numpy(vectors) if encoder.config.normalize_embeddings else vectors
         tokens = sum(counts)
 
         def encoded(v: np.ndarray):

@@ -174,6 +174,7 @@ RESUME_KEYS = (
     "crop_max",
     "ict_keep",
     "topic_clusters",
+    "matryoshka_dims",
 )  # not grad_cache: it changes memory, not the gradient, so a resume may raise or lower it
 
 

@@ -104,6 +104,10 @@ class TrainConfig:
         },
     )
     gradient_checkpointing: bool = False
+    matryoshka_dims: list[int] = field(
+        default_factory=list,
+        metadata={"help": "also train these shorter widths (InfoNCE on each prefix, averaged); empty: off"},
+    )
     seed: int = 42
     save_every: int = 200
     keep_checkpoints: int = 2
@@ -178,6 +182,9 @@ class TrainConfig:
             raise ValueError(f"topic_clusters must be 0 (random batches) or at least 2, got {self.topic_clusters}")
         if self.grad_cache < 0:
             raise ValueError(f"grad_cache must be 0 (off) or a positive number of rows, got {self.grad_cache}")
+        self.matryoshka_dims = sorted({int(d) for d in self.matryoshka_dims or ()})
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError(f"matryoshka_dims must be positive widths, got {self.matryoshka_dims}")
         if self.warmup_steps < 0 or self.eval_every < 0:
             raise ValueError("warmup_steps and eval_every must be >= 0")
         if (self.eval_every or self.select_best) and not self.eval_data:

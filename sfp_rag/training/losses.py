@@ -69,6 +69,31 @@ def info_nce(
     return F.cross_entropy(logits, labels)
 
 
+def matryoshka_info_nce(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    dims: tuple[int, ...] | list[int],
+    temperature: float = 0.05,
+    distributed: bool = False,
+) -> torch.Tensor:
+    """InfoNCE on the whole vectors and on each prefix of ``dims`` dimensions, averaged (Matryoshka representation
+    learning, Kusupati et al., NeurIPS 2022): the first ``d`` dimensions, renormalised, embed on their own.
+
+    Args:
+        dims: the shorter widths, each below the full width (the full width is always included); empty: plain
+            ``info_nce``.
+    """
+    width = anchor.shape[-1]
+    if any(not 0 < d < width for d in dims):
+        raise ValueError(f"matryoshka dims must be between 1 and the width {width - 1}, got {list(dims)}")
+    if distributed:  # gather once: every width then sees the global batch
+        anchor, _ = gather_with_grad(anchor)
+        positive, _ = gather_with_grad(positive)
+    widths = sorted(set(dims)) + [width]
+    losses = [info_nce(anchor[:, :d], positive[:, :d], temperature) for d in widths]
+    return torch.stack(losses).mean()
+
+
 class InfoNCELoss(nn.Module):
     """``info_nce`` as a module, with its settings and citation."""
 

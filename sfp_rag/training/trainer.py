@@ -57,7 +57,7 @@ from .checkpoints import (
 )
 from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
 from .data import TITLE_BREAK, load_texts
-from .losses import info_nce
+from .losses import info_nce, matryoshka_info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
 logger = logging.getLogger(__name__)
@@ -275,6 +275,9 @@ class ObjectiveStep:
             return model(a).rep2, model(b).rep2, a.num_tokens + b.num_tokens  # two passes
 
     def _loss(self, anchor: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        if self.config.matryoshka_dims:
+            return matryoshka_info_nce(anchor.float(), positive.float(), self.config.matryoshka_dims,
+                                       self.config.temperature, distributed=self.distributed)  # fmt: skip
         return info_nce(anchor.float(), positive.float(), self.config.temperature, distributed=self.distributed)
 
     def _rng_state(self):
@@ -335,6 +338,11 @@ def train(
     model, tokenizer, quantization = _model_with_fallback(config, device, nf4)
     autocast = resolve_train_autocast(config.dtype, device)
     sfp = SFPModel(model)
+    if any(d >= sfp.hidden_size for d in config.matryoshka_dims):
+        raise ValueError(
+            f"matryoshka_dims {config.matryoshka_dims}: every width must be below the model's {sfp.hidden_size} "
+            "(the full width is always trained)"
+        )
     order = _batch_order(texts, config, sfp, tokenizer, device, output, dist, resume)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
