@@ -192,6 +192,11 @@ def test_packaged_default_model_files():
     weights = DEFAULT_MODEL_DIR / "adapter_model.safetensors"
     assert weights.exists() and weights.stat().st_size < 21 * 2**20  # the repository grows by ~20 MB at most
     assert (DEFAULT_MODEL_DIR / "adapter_config.json").exists() and (DEFAULT_MODEL_DIR / "MODEL_CARD.md").exists()
+    assert sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.iterdir()) < 21 * 2**20  # the whole folder, too
+    from sfp_rag.embedding.rotation import load_rotation
+
+    rotation, _ = load_rotation(DEFAULT_MODEL_DIR, 640)  # checked: (640, 640), orthogonal
+    assert rotation is not None  # shorter vectors (truncate_dim, dimensions) are cut onto its principal directions
 
 
 def test_bf16_adapter_loads_through_a_merged_cache(tmp_path, tiny_model_dir, monkeypatch):

@@ -57,6 +57,9 @@ def test_the_same_vectors_identity_and_probe_as_sfp_encoder(tiny_model_dir, conv
                    {"truncate_dim": 5}, {"truncate_dim": 5, "pooling": "concat"}):  # fmt: skip
         np.testing.assert_allclose(quick.encode(TEXTS, **kwargs), converted.encode(TEXTS, **kwargs), atol=1e-6)
     np.testing.assert_allclose(quick.encode_queries("a question"), converted.encode_queries("a question"), atol=1e-6)
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(quick.full_dim, quick.full_dim)))[0]
+    quick._rotation = converted._rotation = (rotation.astype(np.float32), "test")  # both cut onto the same directions
+    np.testing.assert_allclose(quick.encode(TEXTS, truncate_dim=5), converted.encode(TEXTS, truncate_dim=5), atol=1e-5)
     assert quick.encode([]).shape == (0, quick.dim)
     a, b = quick.encode(TEXTS[:2]), quick.encode(TEXTS[2:4])
     np.testing.assert_allclose(quick.similarity(a, b), converted.similarity(a, b).numpy(), atol=1e-6)

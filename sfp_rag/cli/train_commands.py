@@ -152,3 +152,42 @@ def train(data, corpus, output, resume, **options) -> None:
         f"adapter in {result.output_dir}"
     )
     click.echo(f"use it with: sfp-rag index DOCS --model {result.output_dir}")
+
+
+@main.command("rotation")
+@click.argument("model_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--data", required=True, help="General text to fit on (a .txt/.jsonl[.gz] file or a folder), not a test set."
+)
+@click.option("--texts", "n_texts", type=click.IntRange(min=2), default=4000, show_default=True,
+              help="Fit on the first N texts (at least the model's width).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+def rotation(model_dir, data, n_texts, batch_size) -> None:
+    """Fit the principal directions that shorter vectors are cut onto; writes MODEL_DIR/rotation.npy.
+
+    \b
+    With it, truncate_dim=N (and /v1/embeddings dimensions=N) keeps the model's first N principal directions
+    instead of its first N dimensions; full-width vectors, and so every index, do not change.
+    Example:
+      sfp-rag rotation runs/sfp --data ../shared/data/wiki_passages.jsonl.gz --texts 4000
+    """
+    import time
+
+    from ..embedding.encoder import SFPEncoder
+    from ..embedding.rotation import fit_model_rotation, save_rotation
+    from ..training.data import TrainingDataError, load_texts
+
+    if not (model_dir / "adapter_config.json").is_file():
+        raise click.UsageError(f"{model_dir} holds no trained adapter; give the folder `sfp-rag train` wrote")
+    try:
+        texts = load_texts(data, units="documents")[:n_texts]
+        encoder = SFPEncoder.from_pretrained(str(model_dir))
+        if len(texts) < encoder.full_dim:
+            raise click.UsageError(
+                f"{len(texts)} texts; fitting {encoder.full_dim} directions needs at least that many"
+            )
+        t = time.perf_counter()
+        path = save_rotation(model_dir, fit_model_rotation(encoder, texts, batch_size=batch_size))
+    except (TrainingDataError, *USER_ERRORS) as err:
+        raise fail(err) from err
+    click.echo(f"wrote {path} from {len(texts)} texts in {time.perf_counter() - t:.0f} s")

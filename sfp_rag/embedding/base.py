@@ -22,6 +22,7 @@ from .._utils import check_texts, require_regular_file
 from .backbones import BUILTIN_MODELS
 from .config import CONFIG_NAME, DEFAULT_MODEL_NAME, EncoderConfig, default_model_dir, load_encoder_config, save_config
 from .pooling import check_pooling, normalize_numpy, pooled_dim
+from .rotation import load_rotation
 from .tokenization import PromptTokenizer
 
 logger = logging.getLogger("sfp_rag.embedding.encoder")  # the name users filter on, whichever encoder logs
@@ -87,11 +88,33 @@ class BaseEncoder:
         """The width of the pooled vectors before any ``truncate_dim``."""
         return pooled_dim(self.hidden_size, self.config.pooling)
 
-    def truncate_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        """Full-width vectors of this encoder (``encode(..., truncate_dim=full_dim)``) as ``encode`` returns them
-        with the config's ``truncate_dim``: the leading dimensions, renormalised where the config normalises."""
-        v = np.asarray(vectors, dtype=np.float32)[:, : self.dim]
-        return normalize_numpy(v) if self.config.normalize_embeddings and self.dim < self.full_dim else v
+    def truncate_vectors(self, vectors: np.ndarray, width: int | None = None) -> np.ndarray:
+        """This encoder's vectors (N, D) as ``encode`` returns them at ``width`` dimensions (None: the config's
+        ``truncate_dim``): rotated onto the model's principal directions where it has a ``rotation.npy`` (full-width
+        vectors only; narrower ones are rotated already), cut, and renormalised where the config normalises."""
+        v = np.asarray(vectors, dtype=np.float32)
+        width = self.dim if width is None else width
+        if width >= v.shape[1]:
+            return v
+        rotation = self.rotation if v.shape[1] == self.full_dim else None
+        v = v @ rotation[:, :width] if rotation is not None else v[:, :width]
+        return normalize_numpy(v) if self.config.normalize_embeddings else v
+
+    @property
+    def rotation(self) -> np.ndarray | None:
+        """The model's principal directions (``rotation.npy`` in its adapter folder; see ``rotation``), which vectors
+        cut below the full width are rotated onto first; None: cut as they are."""
+        if not hasattr(self, "_rotation"):
+            self._rotation = load_rotation(self.config.adapter, self.full_dim)
+        return self._rotation[0]
+
+    def _cut_matrix(self, mode: str, width: int) -> np.ndarray | None:
+        """What ``encode`` multiplies pooled vectors by to cut them to ``width``: the first ``width`` principal
+        directions, or None (a plain prefix, or the full width)."""
+        full = pooled_dim(self.hidden_size, mode)
+        if width >= full or self.rotation is None or self.rotation.shape[0] != full:
+            return None
+        return self.rotation[:, :width]
 
     def _width(self, mode: str, truncate_dim: int | None) -> int:
         full = pooled_dim(self.hidden_size, mode)
@@ -185,6 +208,7 @@ class BaseEncoder:
     def _document_identity(self, full_width: bool = False) -> dict[str, Any]:
         c = self.config
         truncated = c.truncate_dim is not None and not full_width
+        rotated = truncated and c.truncate_dim < self.full_dim and self.rotation is not None
         return {
             "model": c.model,
             "adapter": Path(c.adapter).name if c.adapter else None,  # the digest identifies it; paths vary by machine
@@ -196,6 +220,7 @@ class BaseEncoder:
             "normalize_embeddings": c.normalize_embeddings,
             "dim": self.dim if not full_width else self.full_dim,
             **({"truncate_dim": c.truncate_dim} if truncated else {}),  # absent when not set: older indexes match
+            **({"rotation_sha256": self._rotation[1]} if rotated else {}),
         }
 
     def probe_ids(self) -> list[int]:

@@ -59,7 +59,8 @@ class EncoderConfig:
     normalize_text: bool = field(default=True, metadata={"help": "the paper's sentence normalisation"})
     normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise the output vectors"})
     truncate_dim: int | None = field(
-        default=None, metadata={"help": "keep the first N dimensions of each vector (then normalised); None: all"}
+        default=None,
+        metadata={"help": "N dimensions of each vector (the first N principal ones where the model has a rotation)"},
     )
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N or mps"})

@@ -175,9 +175,9 @@ class SFPEncoder(BaseEncoder):
             normalize_embeddings: override the configured L2 normalisation (None: as configured, on by default).
             max_batch_tokens: padded tokens per forward pass at most (None: only ``batch_size`` limits).
             pooling: override the configured pooling (rep2, rep1, mean, concat).
-            truncate_dim: keep the first N dimensions of each vector, then normalise (sentence-transformers' name;
-                None: the config's ``truncate_dim``, by default all). A model trained with ``--matryoshka-dims``
-                keeps more of its quality at those widths.
+            truncate_dim: N dimensions of each vector, then normalised (sentence-transformers' name; None: the
+                config's ``truncate_dim``, by default all): the first N, or where the model's folder holds a
+                ``rotation.npy`` (``embedding.rotation``; the shipped default does) its first N principal directions.
             **kwargs: ``task_name`` and ``prompt_type`` (MTEB's names; ``prompt_type`` acts as ``prompt_name``) are
                 accepted; anything else is a ``TypeError``.
         """
@@ -210,6 +210,9 @@ class SFPEncoder(BaseEncoder):
         # tokenized and collated while this one runs, and the vectors stay on the device until a group of batches
         # is copied back in one transfer.
         on_gpu = str(self.device).startswith("cuda")
+        cut = self._cut_matrix(mode, width)  # the principal directions to cut onto (None: a plain prefix)
+        if cut is not None:
+            cut = torch.from_numpy(cut).to(self.device)
         pending: list[tuple[list[int], torch.Tensor]] = []
 
         def flush() -> None:
@@ -222,7 +225,8 @@ class SFPEncoder(BaseEncoder):
                 batch = prompter.collate([prompts[i] for i in rows])
                 batch = batch.pin_memory().to(self.device) if on_gpu else batch.to(self.device)
                 reps = self.model(batch)
-                emb = pool(reps.rep1, reps.rep2, mode)[:, :width].float()  # (b, width)
+                emb = pool(reps.rep1, reps.rep2, mode).float()  # (b, d)
+                emb = emb @ cut if cut is not None else emb[:, :width]  # (b, width)
                 if normalize:
                     emb = F.normalize(emb, dim=-1)
                 if on_gpu:

@@ -101,11 +101,13 @@ class OpenVINOEncoder(BaseEncoder):
         if show_progress_bar is None and len(items) < 256:
             show_progress_bar = False
         progress = progress_bar(len(items), "encode", "text", show_progress_bar, logger)
+        cut = self._cut_matrix(mode, width)  # the principal directions to cut onto (None: a plain prefix)
         for rows in batches:
             ids, _, rep1, rep2 = prompter.collate_arrays([prompts[i] for i in rows])  # right-padded: no mask
             hidden = self.compiled.infer(ids)  # (b, L, D)
             at = np.arange(len(rows))
-            emb = pool_numpy(hidden[at, rep1], hidden[at, rep2], mode)[:, :width]  # (b, width)
+            emb = pool_numpy(hidden[at, rep1], hidden[at, rep2], mode)  # (b, d)
+            emb = emb @ cut if cut is not None else emb[:, :width]  # (b, width)
             out[rows] = normalize_numpy(emb) if normalize else emb
             progress.update(len(rows))
         progress.close()

@@ -7,7 +7,7 @@ cache (about 40 s for Gemma-3-270M); later loads read it, and OpenVINO's own com
 take a fraction of a second. The precision follows ``dtype`` (bf16 where the CPU has fast bf16, else f32).
 
 Measured on a 2-core Xeon with AMX against the torch bf16 path (``benchmarks/index_query.py``,
-``benchmarks/encode_speed.py``): 1.55x the chunks/s of a SciFact index build, 2.3x the texts/s on whole abstracts;
+``benchmarks/encode_speed.py``): 1.54x the chunks/s of a SciFact index build, 2.08x the tokens/s on whole abstracts;
 the vectors agree with torch's to a cosine of 0.999 or more, so an index built by one runtime is searched by the
 other (the manifest records which made it).
 
@@ -166,7 +166,7 @@ def _export(backbone: nn.Module, model: str, target: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export's own deprecations, not the user's
         program = export(LastHidden().eval(), (example,), dynamic_shapes=shapes)
-    converted = ov.convert_model(program)
+        converted = ov.convert_model(program)
     with atomic_directory(target) as tmp:
         ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=True)  # fp16 weights: half the disk
         source = {"model": model, "hidden_size": int(backbone.config.hidden_size),

@@ -34,7 +34,6 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..embedding.config import display_name
-from ..embedding.pooling import normalize_numpy
 from ..retrieval.index_folder import SCORE_KINDS
 from ..retrieval.searcher import default_mode
 from .batching import MicroBatcher, QueueFull
@@ -259,9 +258,8 @@ def create_app(
             raise ApiError(422, f"dimensions must be from 1 to the model's width {encoder.dim}, got {body.dimensions}")
         counts = [count_tokens(t) for t in texts]  # tokenized once: for the batch budget and for usage
         vectors = await embed(texts, body.input_type, counts)
-        if body.dimensions is not None and body.dimensions < encoder.dim:  # as encode(truncate_dim=N) gives them
-            vectors = vectors[:, : body.dimensions]
-            vectors = normalize_numpy(vectors) if encoder.config.normalize_embeddings else vectors
+        if body.dimensions is not None:  # as encode(truncate_dim=N) gives them (rotated where the model has one)
+            vectors = encoder.truncate_vectors(vectors, body.dimensions)
         tokens = sum(counts)
 
         def encoded(v: np.ndarray):
