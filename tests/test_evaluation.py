@@ -183,12 +183,11 @@ def test_a_centered_run_equals_a_brute_force_reference(tmp_path, tiny_encoder, m
     assert plain["q1"] != pytest.approx(run["q1"], abs=1e-3)  # centering changed the scores
 
 
-def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_encoder, monkeypatch):
-    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+def count_document_encodes(monkeypatch) -> list[int]:
+    """A list that grows by the number of texts of every ``SFPEncoder.encode_documents`` call from now on."""
     from sfp_rag.embedding.encoder import SFPEncoder
 
-    data = load_beir(make_beir(tmp_path / "b"))
-    calls = []
+    calls: list[int] = []
     real = SFPEncoder.encode_documents
 
     def counting(self, texts, **kw):
@@ -196,6 +195,15 @@ def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_
         return real(self, texts, **kw)
 
     monkeypatch.setattr(SFPEncoder, "encode_documents", counting)
+    return calls
+
+
+def test_embeddings_are_cached_and_the_cache_follows_the_encoder(tmp_path, tiny_encoder, monkeypatch):
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    from sfp_rag.embedding.encoder import SFPEncoder
+
+    data = load_beir(make_beir(tmp_path / "b"))
+    calls = count_document_encodes(monkeypatch)
     first, _ = dense_run(tiny_encoder, data, chunk_size=64, show_progress=False)
     n = sum(calls)
     assert n > 0
@@ -213,14 +221,7 @@ def test_a_truncated_encoder_scores_from_the_full_width_cache_as_if_embedded_at_
     from sfp_rag.embedding.encoder import SFPEncoder
 
     data = load_beir(make_beir(tmp_path / "b"))
-    calls = []
-    real = SFPEncoder.encode_documents
-
-    def counting(self, texts, **kw):
-        calls.append(len(texts))
-        return real(self, texts, **kw)
-
-    monkeypatch.setattr(SFPEncoder, "encode_documents", counting)
+    calls = count_document_encodes(monkeypatch)
     dense_run(tiny_encoder, data, chunk_size=16, chunk_overlap=0, show_progress=False)
     n = sum(calls)
     short = SFPEncoder(tiny_encoder.model, tiny_encoder.tokenizer, tiny_encoder.config.replace(truncate_dim=8))

@@ -4,7 +4,7 @@ index records, and the resolution of a model name into an ``EncoderConfig``.
 Two encoders build on it: ``SFPEncoder`` (``encoder.py``, PyTorch, or OpenVINO through a torch module) and
 ``OpenVINOEncoder`` (``openvino_encoder.py``, numpy around an OpenVINO model already converted), which a cold search
 uses so that answering one query never imports torch. Both give the same vectors for the same config; what makes
-them is in ``_encode``.
+them is in their ``encode``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
 
 class BaseEncoder:
     """The torch-free half of an encoder. Subclasses set ``config`` and ``tokenizer``, call ``_init_prompters()``,
-    and implement ``hidden_size`` and ``_encode``."""
+    and implement ``hidden_size`` and ``encode``."""
 
     config: EncoderConfig
     tokenizer: Any
@@ -128,7 +128,7 @@ class BaseEncoder:
 
     def _prepare(self, sentences, prompt_name, prompt, pooling, normalize_embeddings, truncate_dim, kwargs):
         """The arguments ``encode`` shares: ``(single, texts, prompt tokenizer, pooling mode, normalize, width)``;
-        ``width`` is how many leading dimensions of each pooled vector are kept (before normalising)."""
+        ``width`` is how many dimensions each pooled vector is cut to (``_cut_matrix``), before normalising."""
         prompt_type = kwargs.pop("prompt_type", None)
         kwargs.pop("task_name", None)
         if kwargs:
