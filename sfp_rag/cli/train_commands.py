@@ -95,6 +95,13 @@ from .core import USER_ERRORS, fail, main, parse_widths
               help="Also train these shorter widths, comma-separated (e.g. 64,128,256: InfoNCE on each prefix of "
                    "the vector, averaged with the full width's): truncated vectors then embed well. Empty: off."
               )  # fmt: skip
+@click.option("--pseudo-queries", type=click.IntRange(min=0), default=0, show_default=True,
+              help="two-pass-title: a local LM (--generator) writes a search query for N passages of the corpus, "
+                   "and (query -> passage) pairs train beside the titles; the queries and why any were rejected "
+                   "go to OUTPUT/pseudo_queries.jsonl (resumed with the run). 0: off.")  # fmt: skip
+@click.option("--generator", default=None,
+              help="The causal LM that writes pseudo-queries (built-in name, .gguf, model dir or hub id) "
+                   "[default: the backbone].")  # fmt: skip
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=2, show_default=True,
@@ -147,6 +154,8 @@ def train(data, corpus, output, resume, **options) -> None:
     except (TrainingDataError, TrainingDiverged, FileExistsError, *USER_ERRORS) as err:
         raise fail(err) from err
     best = f", best STS-B dev {result.best_dev:.2f}" if result.best_dev is not None else ""
+    if result.pseudo_queries:
+        click.echo(result.pseudo_queries)
     click.echo(
         f"trained {result.steps} steps in {result.seconds:.0f} s (final loss {result.final_loss:.4f}{best}); "
         f"adapter in {result.output_dir}"

@@ -39,6 +39,14 @@ def _stemmer(stem: bool):
     return Stemmer.Stemmer("english").stemWords
 
 
+def analyze(texts: Sequence[str], stem: bool = True) -> list[list[str]]:
+    """The terms BM25 indexes for each text: lowercased words without English stopwords, stemmed (where PyStemmer
+    is installed)."""
+    require("bm25s", "BM25 search", "pip install bm25s PyStemmer")
+    bm25s = _bm25s()
+    return bm25s.tokenize(list(texts), stopwords="en", stemmer=_stemmer(stem), return_ids=False, show_progress=False)
+
+
 class BM25Index:
     """A BM25 index whose document ids are the positions of the texts it was built from."""
 
@@ -64,10 +72,8 @@ class BM25Index:
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` per query: scores (Q, k) and ids (Q, k); ids are -1 where fewer documents match."""
         k = min(k, self.ntotal)
-        tokens = _bm25s().tokenize(
-            list(queries), stopwords="en", stemmer=_stemmer(self.stem), return_ids=False, show_progress=False
-        )
-        tokens = [t if t else ["\x00"] for t in tokens]  # an all-stopword query matches nothing, without failing
+        # an all-stopword query matches nothing, without failing
+        tokens = [t if t else ["\x00"] for t in analyze(queries, self.stem)]
         ids, scores = self.retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         ids = np.where(scores > 0, ids, -1)
         return scores.astype(np.float32), ids.astype(np.int64)

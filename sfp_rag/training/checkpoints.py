@@ -175,6 +175,8 @@ RESUME_KEYS = (
     "ict_keep",
     "topic_clusters",
     "matryoshka_dims",
+    "pseudo_queries",
+    "generator",
 )  # not grad_cache: it changes memory, not the gradient, so a resume may raise or lower it
 
 
@@ -182,6 +184,7 @@ _RUN_FILES = (
     CONFIG_NAME,
     "train_log.jsonl",
     "checkpoints",
+    "pseudo_queries.jsonl",  # written before the first checkpoint: a run stopped while generating starts again here
     "adapter_config.json",
     "adapter_model.safetensors",
     "topics.npy",  # sampling.TOPICS_NAME: written before the first step of a topic-batch run

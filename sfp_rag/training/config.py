@@ -108,6 +108,13 @@ class TrainConfig:
         default_factory=list,
         metadata={"help": "also train these shorter widths (InfoNCE on each prefix, averaged); empty: off"},
     )
+    pseudo_queries: int = field(
+        default=0,
+        metadata={"help": "two-pass-title: also train on generated (query -> passage) pairs for N passages; 0: off"},
+    )
+    generator: str | None = field(
+        default=None, metadata={"help": "the causal LM that writes the pseudo-queries (default: the backbone)"}
+    )
     seed: int = 42
     save_every: int = 200
     keep_checkpoints: int = 2
@@ -180,6 +187,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.topic_clusters == 1 or self.topic_clusters < 0:
             raise ValueError(f"topic_clusters must be 0 (random batches) or at least 2, got {self.topic_clusters}")
+        if not isinstance(self.pseudo_queries, int) or self.pseudo_queries < 0:
+            raise ValueError(f"pseudo_queries must be 0 (off) or a number of passages, got {self.pseudo_queries!r}")
+        if self.pseudo_queries and self.generator is None:
+            self.generator = self.model
+        if self.pseudo_queries and self.objective != "two-pass-title":
+            raise ValueError(
+                f"pseudo-queries train as (query -> passage) pairs under two-pass-title, not {self.objective}; "
+                "pass --objective two-pass-title (train --corpus uses it)"
+            )
         if self.grad_cache < 0:
             raise ValueError(f"grad_cache must be 0 (off) or a positive number of rows, got {self.grad_cache}")
         self.matryoshka_dims = sorted({int(d) for d in self.matryoshka_dims or ()})

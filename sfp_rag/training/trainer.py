@@ -56,7 +56,7 @@ from .checkpoints import (
     truncate_log,
 )
 from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
-from .data import TITLE_BREAK, load_texts
+from .data import TITLE_BREAK, TrainingDataError, load_texts
 from .losses import info_nce, matryoshka_info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
@@ -72,8 +72,9 @@ class TrainResult:
     output_dir: str
     steps: int
     final_loss: float
-    seconds: float
+    seconds: float  # the training loop's; pseudo-query generation is apart
     best_dev: float | None = None
+    pseudo_queries: str | None = None  # what generation kept and rejected, and its time (GenerationResult.summary)
 
 
 # --- model --------------------------------------------------------------------------------------------------------
@@ -324,6 +325,12 @@ def train(
     output = Path(config.output_dir)
     if not resume and latest_checkpoint(output) is not None:
         raise FileExistsError(f"{output} already holds checkpoints; pass --resume to continue, or another --output")
+    if resume and latest_checkpoint(output) is None:
+        kept = " (the pseudo-queries written so far are kept and reused)" if config.pseudo_queries else ""
+        raise FileNotFoundError(
+            f"--resume: no complete checkpoint in {output / 'checkpoints'}; run the same command without --resume to "
+            f"start it{kept}"
+        )
     check_output_dir(output, config)
     ensure_writable_dir(output, "the training run")
     seed_everything(config.seed)
@@ -335,6 +342,10 @@ def train(
     texts = load_texts(config.data, text_field=config.text_field, units=units)
     if config.max_train_texts:
         texts = texts[: config.max_train_texts]
+    generation = None
+    if config.pseudo_queries:  # (query -> passage) units beside the (title -> text) ones, before the model loads
+        generation = _pseudo_query_units(config, device, output, rank, dist)
+        texts = texts + [f"{query}{TITLE_BREAK}{passage}" for query, passage in generation.pairs]
     model, tokenizer, quantization = _model_with_fallback(config, device, nf4)
     autocast = resolve_train_autocast(config.dtype, device)
     sfp = SFPModel(model)
@@ -354,9 +365,7 @@ def train(
     start, best = 0, None
     log_path = output / "train_log.jsonl"
     if resume:
-        ckpt = latest_checkpoint(output)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint in {output / 'checkpoints'}")
+        ckpt = latest_checkpoint(output)  # checked above: there is one
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         check_resumable(state, config, ckpt)
         start, best = state["step"], state.get("best_dev")
@@ -457,6 +466,7 @@ def train(
             "device": device,
             "world_size": world,
             "best_stsb_dev": best,
+            **({"pseudo_queries": generation.stats()} if generation is not None else {}),
             "versions": package_versions("sfp-rag", "torch", "transformers", "peft", "bitsandbytes"),
         }
         if config.select_best and (output / "best").exists():
@@ -465,7 +475,9 @@ def train(
             _save_adapter(model, output, config, summary)
     if dist:
         dist.barrier()
-    return TrainResult(str(output), config.max_steps, last, seconds, best)
+    return TrainResult(
+        str(output), config.max_steps, last, seconds, best, generation.summary() if generation is not None else None
+    )
 
 
 def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: str, output: Path, dist, resume):
@@ -492,6 +504,38 @@ def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: 
         dist.barrier()
         labels = load_topics(output, len(texts))
     return TopicBatchOrder(labels, config.batch_size, config.seed)
+
+
+def _pseudo_query_units(config: TrainConfig, device: str, output: Path, rank: int, dist):
+    """Generate (or take from an earlier start of this run) the pseudo-queries of ``config.pseudo_queries`` passages
+    of the corpus into ``output/pseudo_queries.jsonl``; rank 0 writes, the other ranks read."""
+    from .query_generation import PSEUDO_QUERIES_FILE, QueryGenerator, generate_pairs
+
+    documents = load_texts(config.data, text_field=config.text_field, units="documents")
+    path = output / PSEUDO_QUERIES_FILE
+    if rank == 0:
+        bar = progress_bar(config.pseudo_queries, "pseudo-queries", "passage", None, logger)
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+            if bar.disable and (done % 320 < 32 or done == total):  # a log file: a line every 10 batches
+                logger.info("pseudo-queries: %d/%d passages (%.0f s)", done, total, time.perf_counter() - t0)
+
+        # passages drawn with seed 0, not the run's seed: every run on a corpus asks for the same ones (a reusable file)
+        result = generate_pairs(
+            documents, path, config.pseudo_queries, lambda: QueryGenerator.load(config.generator, device),
+            seed=0, progress=progress,
+        )  # fmt: skip
+        bar.close()
+        logger.info("%s", result.summary())
+    if dist:
+        dist.barrier()
+    if rank != 0:
+        result = generate_pairs(documents, path, config.pseudo_queries, lambda: None, seed=0)
+    if not result.pairs:
+        raise TrainingDataError(f"no generated query passed the checks ({result.summary()}); see {path}")
+    return result
 
 
 def _nf4_installed() -> bool:
