@@ -98,7 +98,8 @@ from .core import USER_ERRORS, fail, main, parse_widths
 @click.option("--pseudo-queries", type=click.IntRange(min=0), default=0, show_default=True,
               help="two-pass-title: a local LM (--generator) writes a search query for N passages of the corpus, "
                    "and (query -> passage) pairs train beside the titles; the queries and why any were rejected "
-                   "go to OUTPUT/pseudo_queries.jsonl (resumed with the run). 0: off.")  # fmt: skip
+                   "go to OUTPUT/pseudo_queries.jsonl (resumed with the run). Not in the --corpus recipe: on NFCorpus "
+                   "train it did not add to titles (docs: domain adaptation). 0: off.")  # fmt: skip
 @click.option("--generator", default=None,
               help="The causal LM that writes pseudo-queries (built-in name, .gguf, model dir or hub id) "
                    "[default: the backbone].")  # fmt: skip

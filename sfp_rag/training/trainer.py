@@ -522,7 +522,7 @@ def _pseudo_query_units(config: TrainConfig, device: str, output: Path, rank: in
             if bar.disable and (done % 320 < 32 or done == total):  # a log file: a line every 10 batches
                 logger.info("pseudo-queries: %d/%d passages (%.0f s)", done, total, time.perf_counter() - t0)
 
-        # passages drawn with seed 0, not the run's seed: every run on a corpus asks for the same ones (a reusable file)
+        # passages drawn with seed 0, not the run's: every run on a corpus asks for the same ones (a reusable file)
         result = generate_pairs(
             documents, path, config.pseudo_queries, lambda: QueryGenerator.load(config.generator, device),
             seed=0, progress=progress,
