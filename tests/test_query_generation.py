@@ -119,6 +119,14 @@ def test_generation_writes_as_it_goes_and_resumes(tmp_path):
     with path.open("a") as f:
         f.write('{"passage_id": "0:9", "que')  # a run killed while writing its last line
     assert len(read_records(path)) == 4
+    torn = tmp_path / "torn.jsonl"
+    generate_pairs(DOCS, torn, 1, FakeGenerator())
+    with torn.open("a") as f:
+        f.write('{"passage_id": "1:0", "qu')
+    generate_pairs(DOCS, torn, 3, FakeGenerator())  # the torn line is cut before new records are appended
+    assert len(read_records(torn)) == 3
+    with pytest.raises(QueryGenerationError, match="written for another corpus"):
+        generate_pairs([d.upper() for d in DOCS], torn, 3, FakeGenerator())
     path.write_text('not json\n{"passage_id": "0:0", "query": "q", "passage": "p", "reason": null}\n')
     with pytest.raises(QueryGenerationError, match=r":1: not a pseudo-query record"):
         read_records(path)

@@ -1,9 +1,9 @@
 """Pseudo-queries: a local causal LM writes a search query for passages of a corpus (doc2query, InPars).
 
-``sfp-rag train --corpus DIR --pseudo-queries N`` trains on (query -> passage) pairs the way ``two-pass-title``
-trains on (title -> text): the query under the query prompt is the anchor, its passage under the document prompt the
-positive. Titles are written for documents; a generated query is written for each *passage*, so a corpus without
-titles (a folder of files) gets the same signal.
+``sfp-rag train --corpus DIR --pseudo-queries N`` (or any ``two-pass-title`` run) trains on (query -> passage) pairs
+the way ``two-pass-title`` trains on (title -> text): the query under the query prompt is the anchor, its passage
+under the document prompt the positive. Titles are written for documents; a generated query is written for each
+*passage*, so a corpus without titles (a folder of files) gets the same signal.
 
 The generator is prompted few-shot in plain text (``Passage: ... Query: ...``; the examples below were written for
 this module, from no dataset), so a base LM works: the default is the embedder's own backbone, Gemma-3-270M, which
@@ -11,9 +11,10 @@ every install has. Decoding is greedy and stops at the end of the line. Small LM
 queries ("what is the purpose of this study?"), so each query is kept only if ``rejection`` finds nothing wrong, and a
 query written for several passages is dropped from all of them (``kept_pairs``).
 
-Generation is the slow part (about 4 passages a second at batch 32 on 2 cores), so its results go to a JSONL file a
-batch at a time, and a run that stops resumes where it was. Each record: ``{"passage_id", "query", "passage",
-"reason"}`` (``reason`` is null for a kept query, else why it was rejected).
+Measured on NFCorpus train, the pairs did not add to titles (docs/results/domain-adaptation.md), so the ``--corpus``
+recipe leaves them off. Generation is the slow part (312 passages a minute at batch 32 on 2 Xeon cores), so its
+results go to a JSONL file a batch at a time, and a run that stops resumes where it was. Each record:
+``{"passage_id", "query", "passage", "reason"}`` (``reason`` is null for a kept query, else why it was rejected).
 """
 
 from __future__ import annotations
@@ -216,6 +217,18 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left unfinished by a killed run, so that appended records start on a line of their own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        keep = data[: data.rfind(b"\n") + 1]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(keep)
+        tmp.replace(path)
+
+
 @dataclass
 class GenerationResult:
     pairs: list[tuple[str, str]]  # kept (query, passage)
@@ -254,12 +267,20 @@ def generate_pairs(
     if not passages:
         raise QueryGenerationError("the corpus has no passage of at least 12 words to write a query for")
     records = read_records(path)
+    by_id = {p.passage_id: p.text for p in passages}
+    changed = [r["passage_id"] for r in records if r["passage_id"] in by_id and by_id[r["passage_id"]] != r["passage"]]
+    if changed:
+        raise QueryGenerationError(
+            f"{path} was written for another corpus (passage {changed[0]} differs, {len(changed)} in all); delete it "
+            "or write to another folder"
+        )
     done = {r["passage_id"] for r in records}
     todo = [p for p in passages if p.passage_id not in done]
     seconds, new = 0.0, 0
     if todo:
         gen = generator if hasattr(generator, "generate") else generator()
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
         with path.open("a", encoding="utf-8") as f:
             for start in range(0, len(todo), gen.batch_size):
                 batch = todo[start : start + gen.batch_size]
