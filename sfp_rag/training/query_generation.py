@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from .._utils import require_regular_file
+from ..embedding.config import DEFAULT_BACKBONE
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GENERATOR = "gemma3-270m"
+DEFAULT_GENERATOR = DEFAULT_BACKBONE  # the embedder's own backbone: every install has it
 PSEUDO_QUERIES_FILE = "pseudo_queries.jsonl"  # in a training run's output folder
 PASSAGE_WORDS = 40  # a passage closes at the sentence that takes it past this many words (~64 tokens, as trained)
 MIN_PASSAGE_WORDS = 12
