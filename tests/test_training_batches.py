@@ -186,6 +186,51 @@ def test_title_loss_is_query_prompt_title_against_document_prompt_text(tiny_mode
         assert abs(loss.item() - info_nce(anchor, whole, 0.05).item()) > 1e-3  # the title is not in the positive
 
 
+def test_title_share_mixes_title_batches_with_document_prompt_crop_batches(tiny_model_dir, tmp_path):
+    """Brute force: with title_share < 1 each batch draws once: below the share it is a title batch (as
+    title_share=1 gives), otherwise two crops of each text without its title, both under the document prompt."""
+    from sfp_rag.training.losses import info_nce
+    from sfp_rag.training.trainer import random_crop
+
+    config, sfp, tokenizer = _lora_model(
+        tiny_model_dir, tmp_path, objective="two-pass-title", query_template="question-sum", lora_dropout=0.0
+    )
+    config.title_share = 0.5
+    titles = ["Cells and how they divide", "Rivers", "", "Maps", "Bread", "Old maps", "Tea", "Salt"]
+    units = [f"{t}\n{p}" if t else p for t, p in zip(titles, PASSAGES)]
+    step = ObjectiveStep(config, tokenizer, "cpu", distributed=False)
+    sfp.eval()
+    kinds = set()
+    with torch.no_grad():
+        for seed in range(6):
+            loss, _ = step(sfp, units, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            if rng.random() < 0.5:
+                kinds.add("titles")
+                pairs = [(t, p) if t else (random_crop(p, rng), random_crop(p, rng)) for t, p in zip(titles, PASSAGES)]
+                anchor = _rep2_alone(sfp, tokenizer, config, "question-sum", [a for a, _ in pairs])
+            else:
+                kinds.add("crops")
+                first = [random_crop(p, rng) for p in PASSAGES]  # all anchors drawn, then all positives
+                pairs = list(zip(first, [random_crop(p, rng) for p in PASSAGES]))
+                anchor = _rep2_alone(sfp, tokenizer, config, "eol-sum", [a for a, _ in pairs])
+                query_prompt = _rep2_alone(sfp, tokenizer, config, "question-sum", [a for a, _ in pairs])
+                positive = _rep2_alone(sfp, tokenizer, config, "eol-sum", [p for _, p in pairs])
+                assert abs(loss.item() - info_nce(query_prompt, positive, 0.05).item()) > 1e-3
+            positive = _rep2_alone(sfp, tokenizer, config, "eol-sum", [p for _, p in pairs])
+            assert loss.item() == pytest.approx(info_nce(anchor, positive, 0.05).item(), abs=1e-5)
+    assert kinds == {"titles", "crops"}  # six draws at 0.5 saw both kinds of batch
+
+
+def test_title_share_is_only_for_two_pass_title(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="title_share mixes"):
+        TrainConfig(data="x", output_dir=str(tmp_path), model=str(tiny_model_dir), objective="two-pass-crops",
+                    title_share=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="two-pass-crops"):
+        TrainConfig(data="x", output_dir=str(tmp_path), model=str(tiny_model_dir), objective="two-pass-title",
+                    title_share=0.0)  # fmt: skip
+
+
 @pytest.mark.parametrize("objective", ["single-pass", "two-pass-crops", "two-pass-ict"])
 def test_grad_cache_gives_the_full_batch_gradient(tiny_model_dir, tmp_path, objective):
     config, sfp, tokenizer = _lora_model(tiny_model_dir, tmp_path, objective=objective, lora_dropout=0.0)

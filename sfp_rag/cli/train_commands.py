@@ -53,6 +53,9 @@ from .core import USER_ERRORS, fail, main, parse_widths
               help="two-pass-crops (and two-pass-title untitled): longest crop, share of the words.")  # fmt: skip
 @click.option("--ict-keep", type=click.FloatRange(0, 1), default=0.1, show_default=True,
               help="two-pass-ict: chance that the query sentence is left in its passage.")  # fmt: skip
+@click.option("--title-share", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="two-pass-title: share of the batches that train titles -> text; the rest train two crops of "
+                   "each text under the document prompt (as two-pass-crops).")  # fmt: skip
 @click.option("--second-template", default="sum", show_default=True, help="The positive's prompt (two-pass-prompts).")
 @click.option(
     "--pooling",

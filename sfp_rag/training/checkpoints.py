@@ -173,6 +173,7 @@ RESUME_KEYS = (
     "crop_min",
     "crop_max",
     "ict_keep",
+    "title_share",
     "topic_clusters",
     "matryoshka_dims",
     "pseudo_queries",

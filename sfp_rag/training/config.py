@@ -93,6 +93,13 @@ class TrainConfig:
     ict_keep: float = field(
         default=0.1, metadata={"help": "two-pass-ict: chance that the query sentence is left in its passage"}
     )
+    title_share: float = field(
+        default=1.0,
+        metadata={
+            "help": "two-pass-title: share of the batches that train titles -> text; the others train two crops of "
+            "each text, both under the document prompt (the two-pass-crops objective)"
+        },
+    )
     topic_clusters: int = field(
         default=0,
         metadata={"help": "0: random batches; K >= 2: TAS-B batches from K k-means clusters of the texts"},
@@ -182,6 +189,12 @@ class TrainConfig:
             raise ValueError(f"need 0 < crop_min <= crop_max <= 1, got {self.crop_min}, {self.crop_max}")
         if not 0 <= self.ict_keep <= 1:
             raise ValueError(f"ict_keep must be in [0, 1], got {self.ict_keep}")
+        if not 0 < self.title_share <= 1:
+            raise ValueError(
+                f"title_share must be in (0, 1], got {self.title_share}; for crops alone use --objective two-pass-crops"
+            )
+        if self.title_share < 1 and self.objective != "two-pass-title":
+            raise ValueError(f"title_share mixes title and crop batches of two-pass-title, not {self.objective}")
         for name in ("lora_dropout", "dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -214,8 +214,8 @@ class ObjectiveStep:
     def __call__(self, model, texts: list[str], rng: np.random.Generator | None = None) -> tuple[torch.Tensor, int]:
         """Loss (global-batch InfoNCE, with its graph) and the number of tokens processed by this rank; ``rng``
         draws the crops."""
-        first, second = self._views(texts, rng)
-        anchor, positive, tokens = self._embed(model, first, second)
+        first, second, query_side = self._views(texts, rng)
+        anchor, positive, tokens = self._embed(model, first, second, query_side)
         return self._loss(anchor, positive), tokens
 
     def backward(
@@ -228,13 +228,13 @@ class ObjectiveStep:
             loss, tokens = self(model, texts, rng)
             (loss * scale).backward()
             return loss.detach(), tokens
-        first, second = self._views(texts, rng)
+        first, second, query_side = self._views(texts, rng)
         spans = [(s, min(s + chunk, len(texts))) for s in range(0, len(texts), chunk)]
         states, anchors, positives, tokens = [], [], [], 0
         with torch.no_grad():  # pass 1: embeddings only, no activations kept
             for s, e in spans:
                 states.append(self._rng_state())
-                a, p, t = self._embed(model, first[s:e], second[s:e])
+                a, p, t = self._embed(model, first[s:e], second[s:e], query_side)
                 anchors.append(a.float())
                 positives.append(p.float())
                 tokens += t
@@ -244,34 +244,43 @@ class ObjectiveStep:
         (loss * scale).backward()
         for (s, e), state in zip(spans, states):  # pass 2: each sub-batch again, same dropout, with its graph
             self._set_rng_state(state)
-            a, p, _ = self._embed(model, first[s:e], second[s:e])
+            a, p, _ = self._embed(model, first[s:e], second[s:e], query_side)
             torch.autograd.backward([a.float(), p.float()], [anchor.grad[s:e], positive.grad[s:e]])
         return loss.detach(), tokens
 
-    def _views(self, texts: list[str], rng: np.random.Generator | None) -> tuple[list[str], list[str]]:
+    def _views(self, texts: list[str], rng: np.random.Generator | None) -> tuple[list[str], list[str], bool]:
+        """(anchors, positives, whether the anchors take the first prompt) of one batch. The first prompt is the
+        query prompt for the query objectives; a crop batch of ``two-pass-title`` (``title_share`` < 1) embeds both
+        crops with the document prompt, as ``two-pass-crops`` does."""
         if self.config.objective not in DOCUMENT_OBJECTIVES:
-            return texts, texts
+            return texts, texts, True
         rng = rng if rng is not None else np.random.default_rng(0)
         if self.config.objective == "two-pass-ict":
             pairs = [inverse_cloze(t, rng, self.config.ict_keep) for t in texts]
-            return [q for q, _ in pairs], [p for _, p in pairs]
+            return [q for q, _ in pairs], [p for _, p in pairs], True
         lo, hi = self.config.crop_min, self.config.crop_max
         if self.config.objective == "two-pass-title":
-            pairs = [title_pair(t, rng, lo, hi) for t in texts]
-            return [a for a, _ in pairs], [p for _, p in pairs]
+            # the draw only where batches mix, so that runs without a mix keep their crops
+            if self.config.title_share >= 1 or rng.random() < self.config.title_share:
+                pairs = [title_pair(t, rng, lo, hi) for t in texts]
+                return [a for a, _ in pairs], [p for _, p in pairs], True
+            texts = [t.partition(TITLE_BREAK)[2] or t for t in texts]  # a crop batch: the texts without titles
         first = [random_crop(t, rng, lo, hi) for t in texts]
         second = [random_crop(t, rng, lo, hi) for t in texts]
-        return first, second
+        return first, second, False  # both crops under the document prompt
 
-    def _embed(self, model, first: list[str], second: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(anchor (B, D), positive (B, D), tokens) of one (sub-)batch."""
+    def _embed(
+        self, model, first: list[str], second: list[str], query_side: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(anchor (B, D), positive (B, D), tokens) of one (sub-)batch; ``query_side``: the anchors take the first
+        prompt (the query prompt of the query objectives), else the positives' prompt."""
         device_type = self.device.split(":")[0]
         with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
             if self.config.objective == "single-pass":
                 batch = self.first(first).to(self.device)
                 out = model(batch)
                 return out.rep2, out.rep1, batch.num_tokens
-            a = self.first(first).to(self.device)
+            a = (self.first if query_side else self.second)(first).to(self.device)
             b = self.second(second).to(self.device)
             return model(a).rep2, model(b).rep2, a.num_tokens + b.num_tokens  # two passes
 
