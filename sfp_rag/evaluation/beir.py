@@ -159,34 +159,12 @@ def dense_run(
     the chunks and on pseudo-queries cut from them, never on the queries; ``components`` (None: the index's
     default) how many top directions it removes."""
     from ..retrieval.centering import DEFAULT_COMPONENTS, fit_corpus
-    from ..retrieval.chunking import chunk_text, make_splitter
     from ..retrieval.faiss_index import FaissIndex
-    from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
 
     t0 = time.perf_counter()
-    splitter = make_splitter(
-        lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
+    doc_ids, texts, vectors, t_chunk = chunk_vectors(
+        encoder, data, chunk_size, chunk_overlap, batch_size, show_progress, embedder, max_chunks
     )
-    doc_ids, texts = [], []
-    for doc_id in data.corpus:
-        for chunk in (chunk_text(splitter, doc_id, data.doc_text(doc_id)) or [])[:max_chunks]:
-            doc_ids.append(doc_id)
-            texts.append(chunk.text)
-    t_chunk = time.perf_counter() - t0
-    # an encoder with truncate_dim reads (and fills) the cache of its full-width vectors and cuts them: every width
-    # of one model is scored from one embedding pass (the cut vectors equal what encode gives at that width)
-    cut = getattr(getattr(encoder, "config", None), "truncate_dim", None) is not None and embedder is None
-    fingerprint = encoder.document_fingerprint(full_width=True) if cut else encoder.document_fingerprint()
-    store = ShardedVectorStore(cache_dir() / "embeddings" / fingerprint, encoder.full_dim if cut else encoder.dim)
-    bar = progress_bar(len(set(texts)), f"embed {data.name}", "chunk", show_progress, logger)
-    full = {"truncate_dim": encoder.full_dim} if cut else {}
-    embed = embedder or (lambda t: encoder.encode_documents(t, batch_size=batch_size, **full))
-    vectors = embed_with_store(
-        texts, embed, store, fingerprint, group_size=getattr(embed, "group_size", 1024), progress=bar
-    )
-    bar.close()
-    if cut:
-        vectors = encoder.truncate_vectors(vectors)
     t_embed = time.perf_counter() - t0 - t_chunk
 
     def embed_queries(queries: list[str]) -> np.ndarray:
@@ -227,6 +205,48 @@ def dense_run(
         "centering": None if fitted is None else {"components": fitted.components},
     }
     return run, stats
+
+
+def chunk_vectors(
+    encoder,
+    data: BeirData,
+    chunk_size: int = 256,
+    chunk_overlap: int = 32,
+    batch_size: int = 32,
+    show_progress: bool | None = None,
+    embedder=None,
+    max_chunks: int | None = None,
+) -> tuple[list[str], list[str], np.ndarray, float]:
+    """(document id of each chunk, chunk texts, their document vectors, seconds spent chunking): the corpus chunked
+    and embedded as ``sfp-rag index`` does, through the evaluation's embedding cache (see ``dense_run``)."""
+    from ..retrieval.chunking import chunk_text, make_splitter
+    from ..retrieval.vector_store import ShardedVectorStore, embed_with_store
+
+    t0 = time.perf_counter()
+    splitter = make_splitter(
+        lambda s: encoder.tokenizer.encode(s, add_special_tokens=False), chunk_size, chunk_overlap
+    )
+    doc_ids, texts = [], []
+    for doc_id in data.corpus:
+        for chunk in (chunk_text(splitter, doc_id, data.doc_text(doc_id)) or [])[:max_chunks]:
+            doc_ids.append(doc_id)
+            texts.append(chunk.text)
+    t_chunk = time.perf_counter() - t0
+    # an encoder with truncate_dim reads (and fills) the cache of its full-width vectors and cuts them: every width
+    # of one model is scored from one embedding pass (the cut vectors equal what encode gives at that width)
+    cut = getattr(getattr(encoder, "config", None), "truncate_dim", None) is not None and embedder is None
+    fingerprint = encoder.document_fingerprint(full_width=True) if cut else encoder.document_fingerprint()
+    store = ShardedVectorStore(cache_dir() / "embeddings" / fingerprint, encoder.full_dim if cut else encoder.dim)
+    bar = progress_bar(len(set(texts)), f"embed {data.name}", "chunk", show_progress, logger)
+    full = {"truncate_dim": encoder.full_dim} if cut else {}
+    embed = embedder or (lambda t: encoder.encode_documents(t, batch_size=batch_size, **full))
+    vectors = embed_with_store(
+        texts, embed, store, fingerprint, group_size=getattr(embed, "group_size", 1024), progress=bar
+    )
+    bar.close()
+    if cut:
+        vectors = encoder.truncate_vectors(vectors)
+    return doc_ids, texts, vectors, t_chunk
 
 
 def _best_chunk_scores(vectors, rows_of, qvec, docs, known) -> dict[str, float]:
