@@ -9,6 +9,16 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def cli_command() -> str:
+    """The ``sfp-rag`` command of the Python running the benchmark (its venv's, also where the venv is not
+    activated and ``sfp-rag`` is not on PATH); else whatever PATH has."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).with_name("sfp-rag")
+    return str(beside) if beside.exists() else shutil.which("sfp-rag") or "sfp-rag"
+
+
 def safe_name(model: str) -> str:
     """A model name or path as one file-name part: ``./runs/v1/`` -> ``runs-v1``, ``org/name`` -> ``org-name``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(model)).strip("-.") or "model"

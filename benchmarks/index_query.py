@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine
+from _common import cli_command, machine
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,13 +96,15 @@ def compare_runtimes(args, index_dir: Path, work: Path) -> dict:
         b = result["build"][runtime] = run_child(str(work / "docs"), f"{index_dir}-{runtime}", runtime)
         print(f"build [{runtime}]: {n} documents, {b['chunks']} chunks in {b['seconds'] / 60:.1f} min "
               f"({b['chunks_per_s']:.1f} chunks/s)", flush=True)  # fmt: skip
+    print("builds:", json.dumps(result["build"]), flush=True)  # kept in the log should a later step fail
     queries = [json.loads(line)["text"] for line in (SHARED / "beir" / args.dataset / "queries.jsonl").open()]
     cold: dict[str, list[float]] = {r: [] for r in runtimes}
+    cli = cli_command()
     for q in queries[: args.cold]:
         for runtime in runtimes:
             t = time.perf_counter()
             subprocess.run(
-                ["sfp-rag", "-q", "query", q, "--index", f"{index_dir}-{runtime}", "-k", "5", "--runtime", runtime],
+                [cli, "-q", "query", q, "--index", f"{index_dir}-{runtime}", "-k", "5", "--runtime", runtime],
                 check=True,
                 capture_output=True,
             )
@@ -173,11 +175,11 @@ def main() -> None:
             )
 
         queries = [json.loads(line)["text"] for line in (SHARED / "beir" / args.dataset / "queries.jsonl").open()]
-        cold = []
+        cold, cli = [], cli_command()
         for q in queries[: args.cold]:
             t = time.perf_counter()
             subprocess.run(
-                ["sfp-rag", "-q", "query", q, "--index", str(index_dir), "-k", "5"], check=True, capture_output=True
+                [cli, "-q", "query", q, "--index", str(index_dir), "-k", "5"], check=True, capture_output=True
             )
             cold.append(time.perf_counter() - t)
         out["cold_query_s"] = {"median": statistics.median(cold), "p95": percentile(cold, 95), "all": cold}

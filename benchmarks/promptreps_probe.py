@@ -122,9 +122,7 @@ def main() -> None:
     import torch
 
     from sfp_rag.embedding.encoder import SFPEncoder
-    from sfp_rag.evaluation.beir import (
-        bm25_run, chunk_vectors, dense_run, fuse, load_beir, score_run, top_of,
-    )  # fmt: skip
+    from sfp_rag.evaluation.beir import bm25_run, chunk_vectors, dense_run, fuse, load_beir, score_run, top_of
     from sfp_rag.retrieval.bm25 import _bm25s
 
     started = time.perf_counter()

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import RESULTS, machine
+from _common import RESULTS, cli_command, machine
 
 HERE = Path(__file__).resolve().parent
 QUERIES = [
@@ -103,7 +103,7 @@ def cold_query(url: str, runs: int = 5) -> dict:
     for _ in range(runs):
         t = time.perf_counter()
         done = subprocess.run(
-            [shutil.which("sfp-rag") or "sfp-rag", "-q", "query", "How do I reset my password?", "--server", url],
+            [cli_command(), "-q", "query", "How do I reset my password?", "--server", url],
             capture_output=True,
             text=True,
             timeout=60,
@@ -143,9 +143,9 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="sfp-serve-load-"))
     env = {**os.environ, "SFP_RAG_HOME": str(home)}
-    subprocess.run(["sfp-rag", "-q", "index", str(HERE.parent / "examples" / "docs")], env=env, check=True)
+    subprocess.run([cli_command(), "-q", "index", str(HERE.parent / "examples" / "docs")], env=env, check=True)
     url = f"http://127.0.0.1:{args.port}"
-    proc = subprocess.Popen(["sfp-rag", "-q", "serve", "--port", str(args.port)], env=env)
+    proc = subprocess.Popen([cli_command(), "-q", "serve", "--port", str(args.port)], env=env)
     try:
         start_s = wait_healthy(url, proc)
         print(f"server up in {start_s:.1f} s")

@@ -37,6 +37,21 @@ def test_unloadable_hub_id_gives_a_clear_error():
         load_backbone("sfp-rag-tests/no-such-model")
 
 
+def test_load_causal_lm_gives_the_model_with_its_head(tiny_model_dir):
+    import torch
+
+    from sfp_rag.embedding.backbones import load_causal_lm
+
+    model, tokenizer = load_causal_lm(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert not model.training and model.dtype == torch.float32
+    ids = tokenizer("a short text", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], model.config.vocab_size)  # the LM head, not the bare backbone
+    with pytest.raises(ModelNotFoundError, match="built-in offline"):
+        load_causal_lm("sfp-rag-tests/no-such-model", device="cpu")
+
+
 def test_describe_models_lists_every_builtin():
     rows = backbones.describe_models()
     assert {r["name"] for r in rows} == set(BUILTIN_MODELS)

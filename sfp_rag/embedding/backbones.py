@@ -373,6 +373,32 @@ def load_backbone(
     return model, tokenizer or load_tokenizer(name_or_path)
 
 
+def load_causal_lm(name_or_path: str | Path, device: str | None = None, dtype: Any = "auto"):
+    """Load a causal LM with its head (for generating, answering or scoring text) and its transformers tokenizer.
+
+    Args:
+        name_or_path: a built-in name (``gemma3-270m``, ``smollm2-135m``), a .gguf file, a model folder or a hub id.
+        device: None picks CUDA where present, else the CPU.
+        dtype: a torch dtype or its name; ``"auto"`` is bf16 where the device runs it fast, else fp32.
+
+    Returns:
+        ``(model, tokenizer)`` with the model in eval mode on the device.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .._utils import resolve_device, resolve_dtype
+
+    model_dir = resolve_model_dir(name_or_path)
+    device = resolve_device(device)
+    try:
+        with quiet_third_party():
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=resolve_dtype(dtype, device))
+    except OSError as err:
+        raise _load_error(name_or_path, err) from err
+    return model.to(device).eval(), tokenizer
+
+
 def nf4_config(compute_dtype):
     """The QLoRA quantization: 4-bit NormalFloat weights with double-quantized scales."""
     require("bitsandbytes", "4-bit loading", "pip install 'sfp-rag[train]' (or: pip install bitsandbytes)")

@@ -6,10 +6,10 @@ backbone plus its merged adapter) exports it once with ``torch.export`` and conv
 cache (about 40 s for Gemma-3-270M); later loads read it, and OpenVINO's own compiled-model cache makes a cold start
 take a fraction of a second. The precision follows ``dtype`` (bf16 where the CPU has fast bf16, else f32).
 
-Measured on a 2-core Xeon with AMX against the torch bf16 path (``benchmarks/index_query.py``,
-``benchmarks/encode_speed.py``): 1.54x the chunks/s of a SciFact index build, 2.08x the tokens/s on whole abstracts;
-the vectors agree with torch's to a cosine of 0.999 or more, so an index built by one runtime is searched by the
-other (the manifest records which made it).
+Measured against the torch bf16 path (``benchmarks/index_query.py``, ``benchmarks/encode_speed.py``, 2 cores):
+1.54x the chunks/s of a SciFact index build on a Xeon with AMX (2.08x the tokens/s on whole abstracts), 1.35x on an
+AMD EPYC without AMX (1.50x); the vectors agree with torch's to a cosine of 0.998 or more on both, so an index built
+by one runtime is searched by the other (the manifest records which made it).
 
 Only right-padded batches run here (the encoder's default): the exported graph takes token ids alone.
 

@@ -24,7 +24,7 @@ from llama_index.core.llms import CompletionResponse, CompletionResponseGen, Cus
 from llama_index.core.prompts import PromptTemplate
 from pydantic import PrivateAttr
 
-from ..embedding.backbones import resolve_model_dir
+from ..embedding.backbones import load_causal_lm
 from .llamaindex import SFPIndexRetriever
 
 DEFAULT_LLM = "smollm2-135m"
@@ -63,17 +63,8 @@ class LocalLLM(CustomLLM):
     @classmethod
     def load(cls, name_or_path: str | None = None, device: str | None = None, **kwargs: Any) -> LocalLLM:
         """Load a causal LM: a built-in name (``smollm2-135m``), a ``.gguf``, a model folder or a hub id."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from .._utils import quiet_third_party, resolve_device
-
         name = name_or_path or DEFAULT_LLM
-        model_dir = resolve_model_dir(name)
-        device = resolve_device(device)
-        with quiet_third_party():
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+        model, tokenizer = load_causal_lm(name, device, dtype="float32")
         return cls(model, tokenizer, model_name=Path(str(name)).name, **kwargs)
 
     @property

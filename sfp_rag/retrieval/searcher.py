@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 SEARCH_MODES = ("dense", "hybrid", "bm25")
 # The lowest cosine between the torch and OpenVINO vectors of the same chunk, over SciFact's 9,008 chunks
-# (benchmarks/index_query.py --runtimes torch,openvino): an index built by one runtime is searched by the other.
-RUNTIMES_MIN_COSINE = 0.999
+# (benchmarks/index_query.py --runtimes torch,openvino): 0.9990 on a Xeon with AMX, 0.9981 on an AMD EPYC. An index
+# built by one runtime is searched by the other.
+RUNTIMES_MIN_COSINE = 0.998
 
 
 def default_mode(collection: Collection) -> str:

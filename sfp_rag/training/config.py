@@ -191,7 +191,8 @@ class TrainConfig:
             raise ValueError(f"ict_keep must be in [0, 1], got {self.ict_keep}")
         if not 0 < self.title_share <= 1:
             raise ValueError(
-                f"title_share must be in (0, 1], got {self.title_share}; for crops alone use --objective two-pass-crops"
+                f"title_share must be in (0, 1], got {self.title_share}; "
+                "for crops alone use --objective two-pass-crops"
             )
         if self.title_share < 1 and self.objective != "two-pass-title":
             raise ValueError(f"title_share mixes title and crop batches of two-pass-title, not {self.objective}")

@@ -154,17 +154,10 @@ class QueryGenerator:
         """A built-in name (``gemma3-270m``, ``smollm2-135m``), a ``.gguf``, a model folder or a hub id; bf16 where
         the device runs it fast, else fp32."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .._utils import quiet_third_party, resolve_device, resolve_dtype
-        from ..embedding.backbones import resolve_model_dir
+        from ..embedding.backbones import load_causal_lm
 
-        model_dir = resolve_model_dir(name_or_path or DEFAULT_GENERATOR)
-        device = resolve_device(device)
-        dtype = resolve_dtype("auto", device)
-        with quiet_third_party():
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+        model, tokenizer = load_causal_lm(name_or_path or DEFAULT_GENERATOR, device)
         torch.manual_seed(0)
         return cls(model, tokenizer, **kwargs)
 
