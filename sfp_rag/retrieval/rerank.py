@@ -90,7 +90,7 @@ class QueryLikelihoodReranker:
                     position_ids=positions.to(device),
                     logits_to_keep=n + 1,
                 )
-            logits = output.logits[:, :-1].float()  # positions width-n-1 .. width-2 predict the query's tokens
+                logits = output.logits[:, :-1].float()  # positions width-n-1 .. width-2 predict the query's tokens
             logp = torch.log_softmax(logits, dim=-1)
             tokens = torch.tensor(target, device=logp.device).expand(len(rows), n)
             out[start : start + len(rows)] = logp.gather(-1, tokens[..., None])[..., 0].mean(1).cpu().numpy()
