@@ -54,3 +54,28 @@ def test_matryoshka_loss_is_the_mean_of_the_prefix_losses():
     for bad in ([8], [0], [2, 9]):
         with pytest.raises(ValueError, match="between 1 and the width 7"):
             matryoshka_info_nce(a, p, bad)
+
+
+def _loop_with_negatives(anchor, positive, negatives, temperature):
+    """InfoNCE written out row by row, each anchor against every positive and every extra negative."""
+    columns = torch.cat([positive, negatives])
+    total = 0.0
+    for i in range(anchor.shape[0]):
+        sims = [torch.nn.functional.cosine_similarity(anchor[i], c, dim=0).item() / temperature for c in columns]
+        total += math.log(sum(math.exp(s) for s in sims)) - sims[i]
+    return total / anchor.shape[0]
+
+
+def test_extra_negatives_are_columns_of_every_anchor():
+    torch.manual_seed(1)
+    a, p, n = torch.randn(5, 6), torch.randn(5, 6), torch.randn(3, 6)
+    by_hand = _loop_with_negatives(a, p, n, 0.05)
+    assert info_nce(a, p, 0.05, negatives=n).item() == pytest.approx(by_hand, rel=1e-5)
+    assert info_nce(a, p, 0.05, negatives=n).item() > info_nce(a, p, 0.05).item()  # more columns, larger loss
+    assert info_nce(a, p, 0.05, negatives=n[:0]).item() == pytest.approx(info_nce(a, p, 0.05).item(), rel=1e-6)
+    widths = sum(_loop_with_negatives(a[:, :d], p[:, :d], n[:, :d], 0.05) for d in (3, 6)) / 2
+    assert matryoshka_info_nce(a, p, [3], 0.05, negatives=n).item() == pytest.approx(widths, rel=1e-5)
+    with pytest.raises(ValueError, match=r"negatives must be \(M, 6\)"):
+        info_nce(a, p, negatives=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="one process"):
+        info_nce(a, p, distributed=True, negatives=n)

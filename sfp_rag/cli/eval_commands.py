@@ -52,6 +52,12 @@ centering_option = click.option(
 )
 
 
+def _made_by(encoder) -> dict:
+    """What a result file records of the encoder: its identity and what ran it (torch or OpenVINO, and the
+    precision: the runtimes' vectors differ slightly, so scores compare best within one runtime)."""
+    return {"encoder": encoder.identity(), "runtime": getattr(encoder, "runtime", None)}
+
+
 def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime=None):
     if peer is None:
         return build_encoder(model, adapter, template, pooling, device, dtype, runtime=runtime)
@@ -100,7 +106,7 @@ def eval_sts(
         result = evaluate_sts(encoder, data_dir, task_list, batch_size=batch_size)
     except USER_ERRORS as err:
         raise fail(err) from err
-    result.update({"kind": "sts", "label": label or _label_of(encoder), "encoder": encoder.identity()})
+    result.update({"kind": "sts", "label": label or _label_of(encoder), **_made_by(encoder)})
     click.echo(format_table({result["label"]: result["scores"]}))
     write_result(result, output)
 
@@ -227,7 +233,7 @@ def eval_beir(
         )
     except (BeirDataError, *USER_ERRORS) as err:
         raise fail(err) from err
-    result.update({"label": main_label, "encoder": encoder.identity()})
+    result.update({"label": main_label, **_made_by(encoder)})
     click.echo(f"{result['dataset']} ({split}, {result['queries']} queries, {result['documents']} documents)")
     click.echo(format_beir_table(result["scores"]))
     write_result(result, output)
@@ -284,7 +290,7 @@ def eval_space(
         result = evaluate_space(encoder, data_dir, split=split, batch_size=batch_size)
     except USER_ERRORS as err:
         raise fail(err) from err
-    result.update({"label": label or _label_of(encoder), "encoder": encoder.identity()})
+    result.update({"label": label or _label_of(encoder), **_made_by(encoder)})
     click.echo(
         f"{result['label']}: alignment {result['alignment']:.4f}  uniformity {result['uniformity']:.4f}  "
         f"ratio {result['ratio']:.3f}  ({result['positive_pairs']} positive pairs, {result['sentences']} "
@@ -362,6 +368,7 @@ def eval_templates(
         )  # fmt: skip
     except USER_ERRORS as err:
         raise fail(err) from err
+    result.update(_made_by(encoder))
     click.echo(f"documents embedded with {result['document_template']!r}")
     click.echo(format_template_table(result))
     write_result(result, output)

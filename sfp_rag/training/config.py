@@ -104,6 +104,18 @@ class TrainConfig:
         default=0,
         metadata={"help": "0: random batches; K >= 2: TAS-B batches from K k-means clusters of the texts"},
     )
+    hard_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "two-pass-title: N hard negatives per title, drawn each step from the texts BM25 ranks high for "
+            "it that are not its own (training.hard_negatives); 0: in-batch negatives only"
+        },
+    )
+    hard_negative_depth: int = field(default=20, metadata={"help": "BM25 hits per title the negatives come from"})
+    hard_negative_guard: float = field(
+        default=0.9,
+        metadata={"help": "false-negative guard: a hit is kept only below this share of the own text's BM25 score"},
+    )
     grad_cache: int = field(
         default=0,
         metadata={
@@ -210,6 +222,21 @@ class TrainConfig:
                 f"pseudo-queries train as (query -> passage) pairs under two-pass-title, not {self.objective}; "
                 "pass --objective two-pass-title (train --corpus uses it)"
             )
+        if not isinstance(self.hard_negatives, int) or self.hard_negatives < 0:
+            raise ValueError(f"hard_negatives must be 0 (off) or a number per title, got {self.hard_negatives!r}")
+        if self.hard_negatives:
+            if self.objective != "two-pass-title":
+                raise ValueError(
+                    f"hard negatives are mined for titles (two-pass-title), not {self.objective}; "
+                    "pass --objective two-pass-title (train --corpus uses it)"
+                )
+            if self.grad_cache:
+                raise ValueError("hard_negatives do not run with grad_cache yet: leave one of them at 0")
+            if self.hard_negative_depth < 1 or not 0 < self.hard_negative_guard <= 1:
+                raise ValueError(
+                    f"need hard_negative_depth >= 1 and 0 < hard_negative_guard <= 1, got "
+                    f"{self.hard_negative_depth} and {self.hard_negative_guard}"
+                )
         if self.grad_cache < 0:
             raise ValueError(f"grad_cache must be 0 (off) or a positive number of rows, got {self.grad_cache}")
         self.matryoshka_dims = sorted({int(d) for d in self.matryoshka_dims or ()})

@@ -42,8 +42,9 @@ def info_nce(
     positive: torch.Tensor,
     temperature: float = 0.05,
     distributed: bool = False,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean InfoNCE loss of a batch: cross-entropy of each anchor against all positives.
+    """Mean InfoNCE loss of a batch: cross-entropy of each anchor against all positives (and ``negatives``).
 
     Args:
         anchor: (B, D) embeddings (Rep2 in CSE-SFP).
@@ -51,6 +52,8 @@ def info_nce(
         temperature: similarities are divided by it (0.05 means a scale of 20).
         distributed: gather both sides across torch.distributed ranks first (the loss is the global-batch loss on
             every rank; gradients reach only this rank's rows).
+        negatives: (M, D) extra negatives of every anchor (hard negatives), after the positives as columns; not
+            with ``distributed``.
     """
     if anchor.shape != positive.shape or anchor.ndim != 2:
         raise ValueError(
@@ -58,13 +61,19 @@ def info_nce(
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if negatives is not None and (negatives.ndim != 2 or negatives.shape[1] != anchor.shape[1]):
+        raise ValueError(f"negatives must be (M, {anchor.shape[1]}), got {tuple(negatives.shape)}")
     if distributed:
+        if negatives is not None:
+            raise ValueError("extra negatives are not gathered across processes: train them in one process")
         anchor, _ = gather_with_grad(anchor)  # (W*B, D)
         positive, _ = gather_with_grad(positive)  # (W*B, D)
     scale = 1.0 / temperature
     a = F.normalize(anchor.float(), dim=-1)  # (N, D)
     p = F.normalize(positive.float(), dim=-1)  # (N, D)
-    logits = scale * a @ p.T  # (N, N): cosine similarity / temperature
+    if negatives is not None:
+        p = torch.cat([p, F.normalize(negatives.float(), dim=-1)])  # (N + M, D)
+    logits = scale * a @ p.T  # (N, N + M): cosine similarity / temperature
     labels = torch.arange(logits.shape[0], device=logits.device)  # (N,): the diagonal holds the positives
     return F.cross_entropy(logits, labels)
 
@@ -75,6 +84,7 @@ def matryoshka_info_nce(
     dims: tuple[int, ...] | list[int],
     temperature: float = 0.05,
     distributed: bool = False,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE on the whole vectors and on each prefix of ``dims`` dimensions, averaged (Matryoshka representation
     learning, Kusupati et al., NeurIPS 2022): the first ``d`` dimensions, renormalised, embed on their own.
@@ -82,15 +92,19 @@ def matryoshka_info_nce(
     Args:
         dims: the shorter widths, each below the full width (the full width is always included); empty: plain
             ``info_nce``.
+        negatives: extra negatives, cut to each width as the others (see ``info_nce``).
     """
     width = anchor.shape[-1]
     if any(not 0 < d < width for d in dims):
         raise ValueError(f"matryoshka dims must be between 1 and the width {width - 1}, got {list(dims)}")
     if distributed:  # gather once: every width then sees the global batch
+        if negatives is not None:
+            raise ValueError("extra negatives are not gathered across processes: train them in one process")
         anchor, _ = gather_with_grad(anchor)
         positive, _ = gather_with_grad(positive)
     widths = sorted(set(dims)) + [width]
-    losses = [info_nce(anchor[:, :d], positive[:, :d], temperature) for d in widths]
+    cut = (lambda d: None) if negatives is None else (lambda d: negatives[:, :d])
+    losses = [info_nce(anchor[:, :d], positive[:, :d], temperature, negatives=cut(d)) for d in widths]
     return torch.stack(losses).mean()
 
 

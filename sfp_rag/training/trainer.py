@@ -57,6 +57,7 @@ from .checkpoints import (
 )
 from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
 from .data import TITLE_BREAK, TrainingDataError, load_texts
+from .hard_negatives import mine_hard_negatives, text_of
 from .losses import info_nce, matryoshka_info_nce
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
@@ -193,7 +194,8 @@ class ObjectiveStep:
       search makes, with the prompts search uses.
     - ``two-pass-title``: a document's title, with the query prompt, is the anchor and its text, with the document
       prompt, the positive (title -> passage: a short query-like text written about the passage by its author);
-      documents without a title give two crops instead.
+      documents without a title give two crops instead. ``negatives`` (texts, document prompt) are extra columns
+      of the loss for a title batch: the BM25-mined hard negatives of ``training.hard_negatives``.
 
     With ``config.grad_cache`` = N > 0, ``backward`` embeds the batch N rows at a time without keeping activations,
     takes the loss over the whole batch, then re-embeds each sub-batch with the same random state (dropout masks)
@@ -211,21 +213,33 @@ class ObjectiveStep:
         second = config.second_template if config.objective == "two-pass-prompts" else config.template
         self.second = PromptTokenizer(tokenizer, second, max_text_tokens=config.max_text_tokens)
 
-    def __call__(self, model, texts: list[str], rng: np.random.Generator | None = None) -> tuple[torch.Tensor, int]:
+    def __call__(
+        self, model, texts: list[str], rng: np.random.Generator | None = None, negatives: list[str] | None = None
+    ) -> tuple[torch.Tensor, int]:
         """Loss (global-batch InfoNCE, with its graph) and the number of tokens processed by this rank; ``rng``
-        draws the crops."""
+        draws the crops; ``negatives`` join a title batch's loss (a crop batch of ``title_share`` < 1 ignores them)."""
         first, second, query_side = self._views(texts, rng)
         anchor, positive, tokens = self._embed(model, first, second, query_side)
-        return self._loss(anchor, positive), tokens
+        extra = None
+        if negatives and query_side and self.config.objective == "two-pass-title":
+            extra, more = self._embed_texts(model, negatives)
+            tokens += more
+        return self._loss(anchor, positive, extra), tokens
 
     def backward(
-        self, model, texts: list[str], rng: np.random.Generator | None = None, scale: float = 1.0
+        self,
+        model,
+        texts: list[str],
+        rng: np.random.Generator | None = None,
+        scale: float = 1.0,
+        negatives: list[str] | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Accumulate the gradient of ``scale`` x the batch loss into the model; returns the loss (detached) and the
-        number of tokens processed. Uses GradCache when ``config.grad_cache`` is below the batch size."""
+        number of tokens processed. Uses GradCache when ``config.grad_cache`` is below the batch size (not with
+        ``negatives``: the config refuses the two together)."""
         chunk = self.config.grad_cache
         if not chunk or chunk >= len(texts):
-            loss, tokens = self(model, texts, rng)
+            loss, tokens = self(model, texts, rng, negatives)
             (loss * scale).backward()
             return loss.detach(), tokens
         first, second, query_side = self._views(texts, rng)
@@ -284,11 +298,19 @@ class ObjectiveStep:
             b = self.second(second).to(self.device)
             return model(a).rep2, model(b).rep2, a.num_tokens + b.num_tokens  # two passes
 
-    def _loss(self, anchor: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    def _embed_texts(self, model, texts: list[str]) -> tuple[torch.Tensor, int]:
+        """Rep2 of ``texts`` under the document prompt (the positives' side), and the tokens processed."""
+        device_type = self.device.split(":")[0]
+        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+            batch = self.second(texts).to(self.device)
+            return model(batch).rep2, batch.num_tokens
+
+    def _loss(self, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None):
+        extra = None if negatives is None else negatives.float()
         if self.config.matryoshka_dims:
             return matryoshka_info_nce(anchor.float(), positive.float(), self.config.matryoshka_dims,
-                                       self.config.temperature, distributed=self.distributed)  # fmt: skip
-        return info_nce(anchor.float(), positive.float(), self.config.temperature, distributed=self.distributed)
+                                       self.config.temperature, self.distributed, negatives=extra)  # fmt: skip
+        return info_nce(anchor.float(), positive.float(), self.config.temperature, self.distributed, negatives=extra)
 
     def _rng_state(self):
         cuda = self.device.startswith("cuda")
@@ -355,6 +377,13 @@ def train(
     if config.pseudo_queries:  # (query -> passage) units beside the (title -> text) ones, before the model loads
         generation = _pseudo_query_units(config, device, output, rank, dist)
         texts = texts + [f"{query}{TITLE_BREAK}{passage}" for query, passage in generation.pairs]
+    mined = None
+    if config.hard_negatives:  # deterministic from the texts: a resumed run mines the same candidates again
+        if dist is not None:
+            raise ValueError("hard negatives train in one process: their columns are not gathered across ranks")
+        mined = mine_hard_negatives(texts, config.hard_negative_depth, config.hard_negative_guard)
+        if not mined.stats()["with_negatives"]:
+            logger.warning("hard negatives: BM25 found none for any title (no titles in the data?); in-batch only")
     model, tokenizer, quantization = _model_with_fallback(config, device, nf4)
     autocast = resolve_train_autocast(config.dtype, device)
     sfp = SFPModel(model)
@@ -398,7 +427,14 @@ def train(
             rows = order((step - 1) * config.grad_accum + micro)
             local = rows[rank * len(rows) // world : (rank + 1) * len(rows) // world]
             crops = np.random.default_rng([config.seed, step, micro, rank])  # the same on resume
-            loss, tokens = step_loss.backward(sfp, [texts[i] for i in local], crops, scale=world / config.grad_accum)
+            negatives = None
+            if mined is not None:  # their own generator: the crops of a run stay those of the same run without them
+                draw = np.random.default_rng([config.seed, step, micro, 1])
+                drawn = mined.sample(local, config.hard_negatives, draw)
+                negatives = [text_of(texts[j]) for j in drawn]
+            loss, tokens = step_loss.backward(
+                sfp, [texts[i] for i in local], crops, scale=world / config.grad_accum, negatives=negatives
+            )
             if not torch.isfinite(loss):
                 ckpt = latest_checkpoint(output)
                 raise TrainingDiverged(
@@ -476,6 +512,7 @@ def train(
             "world_size": world,
             "best_stsb_dev": best,
             **({"pseudo_queries": generation.stats()} if generation is not None else {}),
+            **({"hard_negative_stats": mined.stats()} if mined is not None else {}),
             "versions": package_versions("sfp-rag", "torch", "transformers", "peft", "bitsandbytes"),
         }
         if config.select_best and (output / "best").exists():
