@@ -65,8 +65,9 @@ def main() -> None:
     for row in rows:
         print(f"{row['negatives']:<32} {100 * row['shared_query_share']:5.1f}%  ({row['pairs']} pairs)")
     out = RESULTS / f"hard_negative_overlap_{data.name}_{args.split}.json"
-    out.write_text(json.dumps({"dataset": data.name, "split": args.split, "documents": len(units),
-                               "judged_queries": len(data.qrels), "rows": rows, "machine": machine()}, indent=2))  # fmt: skip
+    result = {"dataset": data.name, "split": args.split, "documents": len(units), "judged_queries": len(data.qrels),
+              "rows": rows, "machine": machine()}  # fmt: skip
+    out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
 
 

@@ -58,7 +58,7 @@ def test_eval_sts_on_tiny_model(tmp_path, tiny_model_dir):
     data = json.loads(out.read_text())
     assert set(data["scores"]) == {"STSBenchmark", "SICKRelatedness", "avg"}
     assert data["encoder"]["template"].startswith("This sentence")
-    assert data["runtime"]["runtime"] in ("torch", "openvino")  # and what ran the model (their vectors differ a little)
+    assert data["runtime"]["runtime"] in ("torch", "openvino")  # and what ran the model (vectors differ a little)
     assert data["machine"]["cpu_count"] >= 1 and data["machine"]["cpu"]  # every figure records its machine
     assert data["machine"]["torch"]  # the command loaded torch, so its version is known
 
