@@ -90,8 +90,9 @@ from .core import USER_ERRORS, fail, main, parse_widths
                    "draw each batch from one topic (harder negatives); 0: random batches.")  # fmt: skip
 @click.option("--hard-negatives", type=click.IntRange(min=0), default=0, show_default=True,
               help="two-pass-title: N hard negatives per title, drawn each step from the texts BM25 ranks high for "
-                   "the title that are not its own (below 0.9 of its own text's score, against false negatives); "
-                   "0: in-batch negatives only.")  # fmt: skip
+                   "the title that are not its own (below 0.9 of its own text's score, against false negatives). "
+                   "Not in the --corpus recipe: on NFCorpus train 1 per title scored 30.43 against 30.47 without, "
+                   "at 1.7x the time (docs: domain adaptation). 0: in-batch negatives only.")  # fmt: skip
 @click.option("--grad-cache", type=click.IntRange(min=0), default=0, show_default=True,
               help="GradCache: embed each batch N rows at a time and backpropagate through cached embeddings (the "
                    "whole batch's negatives at the activation memory of N rows); 0: off.")  # fmt: skip

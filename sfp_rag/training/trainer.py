@@ -429,7 +429,7 @@ def train(
             crops = np.random.default_rng([config.seed, step, micro, rank])  # the same on resume
             negatives = None
             if mined is not None:  # their own generator: the crops of a run stay those of the same run without them
-                draw = np.random.default_rng([config.seed, step, micro, 1])
+                draw = np.random.default_rng([config.seed, step, micro, rank, 1])
                 drawn = mined.sample(local, config.hard_negatives, draw)
                 negatives = [text_of(texts[j]) for j in drawn]
             loss, tokens = step_loss.backward(
