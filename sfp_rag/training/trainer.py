@@ -140,6 +140,11 @@ def resolve_train_autocast(dtype: str, device: str):
     return None
 
 
+def autocast_context(device: str, dtype):
+    """``torch.autocast`` on ``device`` to ``dtype`` (from ``resolve_train_autocast``), or a no-op for None."""
+    return torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None)
+
+
 # --- the loss of one batch ----------------------------------------------------------------------------------------
 
 
@@ -288,8 +293,7 @@ class ObjectiveStep:
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(anchor (B, D), positive (B, D), tokens) of one (sub-)batch; ``query_side``: the anchors take the first
         prompt (the query prompt of the query objectives), else the positives' prompt."""
-        device_type = self.device.split(":")[0]
-        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+        with autocast_context(self.device, self.autocast):
             if self.config.objective == "single-pass":
                 batch = self.first(first).to(self.device)
                 out = model(batch)
@@ -300,8 +304,7 @@ class ObjectiveStep:
 
     def _embed_texts(self, model, texts: list[str]) -> tuple[torch.Tensor, int]:
         """Rep2 of ``texts`` under the document prompt (the positives' side), and the tokens processed."""
-        device_type = self.device.split(":")[0]
-        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+        with autocast_context(self.device, self.autocast):
             batch = self.second(texts).to(self.device)
             return model(batch).rep2, batch.num_tokens
 
@@ -537,8 +540,7 @@ def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: 
     if labels is None and (dist is None or dist.get_rank() == 0):
         t0 = time.perf_counter()
         encoder = SFPEncoder(sfp, tokenizer, _inference_config(config, adapter=None, max_text_tokens=True), device)
-        autocast = resolve_train_autocast(config.dtype, device)
-        with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+        with autocast_context(device, resolve_train_autocast(config.dtype, device)):
             vectors = encoder.encode(texts, batch_size=64)  # (n, D), normalised; eval mode, no dropout
         sfp.train()
         labels = kmeans_labels(vectors, config.topic_clusters, seed=config.seed)
@@ -636,8 +638,7 @@ def _dev_score(sfp, tokenizer, config: TrainConfig, device: str) -> float:
     from ..evaluation.sts import evaluate_sts
 
     encoder = SFPEncoder(sfp, tokenizer, _inference_config(config, adapter=None), device=device)
-    autocast = resolve_train_autocast(config.dtype, device)
-    with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+    with autocast_context(device, resolve_train_autocast(config.dtype, device)):
         score = evaluate_sts(encoder, config.eval_data, tasks=["STSBenchmark-dev"])["scores"]["STSBenchmark-dev"]
     sfp.train()
     return score
