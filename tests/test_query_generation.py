@@ -13,6 +13,7 @@ from sfp_rag.training.query_generation import (
     PSEUDO_QUERIES_FILE,
     QueryGenerationError,
     QueryGenerator,
+    check_round_trip,
     clean_query,
     generate_pairs,
     kept_pairs,
@@ -93,6 +94,31 @@ def test_a_query_written_for_several_passages_is_dropped_from_all():
         {"query": "this study", "passage": "d", "reason": "refers to the passage"},
     ]
     assert kept_pairs(records) == [("how is sencha made", "c")]
+
+
+def test_round_trip_keeps_a_query_only_where_bm25_finds_its_own_document():
+    passages = passages_of(DOCS, words=12, min_words=5)
+    first = {d: next(p for p in passages if p.passage_id.startswith(f"{d}:")) for d in ("0", "1")}
+
+    def record(doc, query, reason=None):
+        return {"passage_id": first[doc].passage_id, "query": query, "passage": first[doc].text, "reason": reason}
+
+    records = [
+        record("0", "how do cats see in dim light"),  # the cat document's words: BM25 ranks it first
+        record("1", "do cats purr when they are hurt"),  # written for the tea document, about cats
+        record("1", "sencha", reason="too short"),  # already rejected: left as it was
+        record("1", "how much caffeine is in green tea"),
+    ]
+    out = check_round_trip(records, passages, 1)
+    assert [r["reason"] for r in out] == [None, "BM25 ranks other documents first", "too short", None]
+    assert records[1]["reason"] is None  # the input records are not changed
+    assert check_round_trip(records, passages, 0) == records  # depth 0: off
+    # a deeper round trip keeps what a shallower one keeps, and its own-document test is by document, not passage
+    deep = check_round_trip(records, passages, len(passages))
+    assert [r["reason"] for r in deep] == [None, "BM25 ranks other documents first", "too short", None]
+    second = next(p for p in passages if p.passage_id.startswith("0:") and p is not first["0"])
+    other_passage = {**record("0", "how do cats see in dim light"), "passage_id": second.passage_id}
+    assert check_round_trip([other_passage], passages, 1)[0]["reason"] is None
 
 
 def test_generation_writes_as_it_goes_and_resumes(tmp_path):
@@ -201,6 +227,20 @@ def test_training_on_pseudo_queries(tiny_model_dir, tmp_path, monkeypatch, caplo
 
     with pytest.raises(ValueError, match="two-pass-title"):
         TrainConfig(output_dir=str(tmp_path / "x"), **{**base, "objective": "two-pass-crops"})
+    with pytest.raises(ValueError, match="needs pseudo_queries"):
+        TrainConfig(output_dir=str(tmp_path / "x"), **{**base, "pseudo_queries": 0, "pseudo_query_round_trip": 1})
+    # the round trip filters the pairs of the same file, without asking the generator again
+    monkeypatch.setattr(QueryGenerator, "load", staticmethod(lambda *a, **kw: pytest.fail("nothing left to write")))
+    trip = tmp_path / "trip"
+    trip.mkdir()
+    records = read_records(stopped / PSEUDO_QUERIES_FILE)
+    off_topic = {"0": "how much caffeine is in green tea", "1": "do cats purr when they are hurt"}
+    records[0]["query"] = off_topic[records[0]["passage_id"].split(":")[0]]  # its passage's document is the other
+    (trip / PSEUDO_QUERIES_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    train(TrainConfig(output_dir=str(trip), **{**base, "pseudo_query_round_trip": 1}), show_progress=False)
+    stats = json.loads((trip / "sfp_config.json").read_text())["training"]["pseudo_queries"]
+    assert stats["rejected"] == {"BM25 ranks other documents first": 1} and stats["kept"] == 2
+    monkeypatch.setattr(QueryGenerator, "load", staticmethod(lambda name, device, **kw: FakeGenerator()))
     monkeypatch.setattr(FakeGenerator, "generate", lambda self, p: ["this study"] * len(p))
     with pytest.raises(TrainingDataError, match="no generated query passed"):
         train(TrainConfig(output_dir=str(tmp_path / "bad"), **base), show_progress=False)

@@ -111,6 +111,10 @@ from .core import USER_ERRORS, fail, main, parse_widths
 @click.option("--generator", default=None,
               help="The causal LM that writes pseudo-queries (built-in name, .gguf, model dir or hub id) "
                    "[default: the backbone].")  # fmt: skip
+@click.option("--pseudo-query-round-trip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep a pseudo-query only if BM25 over the corpus's passages ranks a passage of its own document "
+                   "within the top K (round-trip consistency, as in Promptagator); 0: keep every query that passes "
+                   "the checks.")  # fmt: skip
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=2, show_default=True,

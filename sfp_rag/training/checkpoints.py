@@ -181,6 +181,7 @@ RESUME_KEYS = (
     "matryoshka_dims",
     "pseudo_queries",
     "generator",
+    "pseudo_query_round_trip",
 )  # not grad_cache: it changes memory, not the gradient, so a resume may raise or lower it
 
 

@@ -134,6 +134,13 @@ class TrainConfig:
     generator: str | None = field(
         default=None, metadata={"help": "the causal LM that writes the pseudo-queries (default: the backbone)"}
     )
+    pseudo_query_round_trip: int = field(
+        default=0,
+        metadata={
+            "help": "keep a pseudo-query only if BM25 over the corpus's passages ranks a passage of its own document "
+            "within this many hits (round-trip consistency); 0: off"
+        },
+    )
     seed: int = 42
     save_every: int = 200
     keep_checkpoints: int = 2
@@ -217,6 +224,13 @@ class TrainConfig:
             raise ValueError(f"pseudo_queries must be 0 (off) or a number of passages, got {self.pseudo_queries!r}")
         if self.pseudo_queries and self.generator is None:
             self.generator = self.model
+        trip = self.pseudo_query_round_trip
+        if not isinstance(trip, int) or trip < 0:
+            raise ValueError(f"pseudo_query_round_trip must be 0 (off) or a number of BM25 hits, got {trip!r}")
+        if trip and not self.pseudo_queries:
+            raise ValueError(
+                "pseudo_query_round_trip filters pseudo-queries: it needs pseudo_queries (a number of passages)"
+            )
         if self.pseudo_queries and self.objective != "two-pass-title":
             raise ValueError(
                 f"pseudo-queries train as (query -> passage) pairs under two-pass-title, not {self.objective}; "

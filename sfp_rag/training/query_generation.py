@@ -133,6 +133,26 @@ def rejection(query: str, passage: str, query_terms: Sequence[str], passage_term
     return None
 
 
+def check_round_trip(records: Sequence[dict[str, Any]], passages: Sequence[Passage], depth: int) -> list[dict]:
+    """Round-trip consistency (Promptagator, Dai et al. 2023, with BM25 as the retriever): a query kept by
+    ``rejection`` stays kept only if BM25 over every passage of the corpus ranks a passage of its own document within
+    the top ``depth``; the others get the reason "BM25 ranks other documents first". Returns new records (the file is
+    not rewritten, so a run may change ``depth`` and reuse its queries)."""
+    from ..retrieval.bm25 import BM25Index
+
+    out = [dict(r) for r in records]
+    todo = [r for r in out if r.get("reason") is None]
+    if not todo or depth < 1:
+        return out
+    document = [p.passage_id.split(":", 1)[0] for p in passages]
+    _, ids = BM25Index.build([p.text for p in passages]).search([r["query"] for r in todo], depth)
+    for record, hits in zip(todo, ids):
+        own = record["passage_id"].split(":", 1)[0]
+        if not any(i >= 0 and document[i] == own for i in hits):
+            record["reason"] = "BM25 ranks other documents first"
+    return out
+
+
 def kept_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """(query, passage) of the kept records; a query written for two or more passages is generic: dropped."""
     counts = Counter(r["query"].lower() for r in records if r.get("reason") is None)
@@ -251,13 +271,16 @@ def generate_pairs(
     generator: QueryGenerator | Callable[[], QueryGenerator],
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    round_trip: int = 0,
 ) -> GenerationResult:
     """Generate queries for ``n`` passages of the documents ``texts`` (sampled with ``seed``) into ``path``,
-    continuing what is already there; ``generator`` may be a callable, loaded only if something is left to write."""
+    continuing what is already there; ``generator`` may be a callable, loaded only if something is left to write.
+    ``round_trip`` > 0 keeps only the queries that pass ``check_round_trip`` at that depth (0: off)."""
     from ..retrieval.bm25 import analyze
 
     path = Path(path)
-    passages = sample_passages(passages_of(texts), n, seed)
+    every = passages_of(texts)
+    passages = sample_passages(every, n, seed)
     if not passages:
         raise QueryGenerationError("the corpus has no passage of at least 12 words to write a query for")
     records = read_records(path)
@@ -293,6 +316,8 @@ def generate_pairs(
                     progress(len(records), len(passages))
     wanted = {p.passage_id for p in passages}
     records = [r for r in records if r["passage_id"] in wanted]
+    if round_trip:
+        records = check_round_trip(records, every, round_trip)
     rejected = Counter(r["reason"] for r in records if r.get("reason") is not None)
     pairs = kept_pairs(records)
     generic = sum(1 for r in records if r.get("reason") is None) - len(pairs)

@@ -573,14 +573,16 @@ def _pseudo_query_units(config: TrainConfig, device: str, output: Path, rank: in
         # passages drawn with seed 0, not the run's: every run on a corpus asks for the same ones (a reusable file)
         result = generate_pairs(
             documents, path, config.pseudo_queries, lambda: QueryGenerator.load(config.generator, device),
-            seed=0, progress=progress,
+            seed=0, progress=progress, round_trip=config.pseudo_query_round_trip,
         )  # fmt: skip
         bar.close()
         logger.info("%s", result.summary())
     if dist:
         dist.barrier()
     if rank != 0:
-        result = generate_pairs(documents, path, config.pseudo_queries, lambda: None, seed=0)
+        result = generate_pairs(
+            documents, path, config.pseudo_queries, lambda: None, seed=0, round_trip=config.pseudo_query_round_trip
+        )
     if not result.pairs:
         raise TrainingDataError(f"no generated query passed the checks ({result.summary()}); see {path}")
     return result
