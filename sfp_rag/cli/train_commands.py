@@ -114,7 +114,8 @@ from .core import USER_ERRORS, fail, main, parse_widths
 @click.option("--pseudo-query-round-trip", type=click.IntRange(min=0), default=0, show_default=True,
               help="Keep a pseudo-query only if BM25 over the corpus's passages ranks a passage of its own document "
                    "within the top K (round-trip consistency, as in Promptagator); 0: keep every query that passes "
-                   "the checks.")  # fmt: skip
+                   "the checks. On NFCorpus train (no titles) K=1 kept 314 of 966 checked queries and did not move "
+                   "retrieval (docs: domain adaptation).")  # fmt: skip
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=2, show_default=True,

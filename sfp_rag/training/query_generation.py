@@ -11,8 +11,9 @@ every install has. Decoding is greedy and stops at the end of the line. Small LM
 queries ("what is the purpose of this study?"), so each query is kept only if ``rejection`` finds nothing wrong, and a
 query written for several passages is dropped from all of them (``kept_pairs``).
 
-Measured on NFCorpus train, the pairs did not add to titles (docs/results/domain-adaptation.md), so the ``--corpus``
-recipe leaves them off. Generation is the slow part (312 passages a minute at batch 32 on 2 Xeon cores), so its
+Measured on NFCorpus train, the pairs did not add to titles, nor to crops on a corpus without titles, with or
+without the BM25 round trip (``check_round_trip``) (docs/results/domain-adaptation.md), so the ``--corpus`` recipe
+leaves them off. Generation is the slow part (312 passages a minute at batch 32 on 2 Xeon cores), so its
 results go to a JSONL file a batch at a time, and a run that stops resumes where it was. Each record:
 ``{"passage_id", "query", "passage", "reason"}`` (``reason`` is null for a kept query, else why it was rejected).
 """
