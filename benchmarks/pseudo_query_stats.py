@@ -21,7 +21,7 @@ from pathlib import Path
 from _common import RESULTS, machine, safe_name
 
 from sfp_rag.training.data import load_texts
-from sfp_rag.training.query_generation import check_round_trip, kept_pairs, passages_of, read_records
+from sfp_rag.training.query_generation import generate_pairs, passages_of, read_records
 
 
 def openings(queries: list[str], words: int) -> list[tuple[str, float]]:
@@ -39,36 +39,37 @@ def main() -> None:
     ap.add_argument("--text-field", default="text")
     args = ap.parse_args()
     texts = load_texts(args.corpus, text_field=args.text_field, units="documents")
-    passages = passages_of(texts)
-    records = read_records(Path(args.queries))
-    by_id = {p.passage_id: p.text for p in passages}
-    foreign = [r["passage_id"] for r in records if by_id.get(r["passage_id"]) != r["passage"]]
-    if foreign:
-        raise SystemExit(f"{args.queries} was not written for {args.corpus} (passage {foreign[0]} differs)")
-    kept = kept_pairs(records)
-    rows = []
+    path = Path(args.queries)
+    written = len(read_records(path))
+
+    def never():
+        raise SystemExit(f"{path} does not hold the first {written} passages (seed 0) of {args.corpus}")
+
+    # the file read as training reads it (the same passages, checks and corpus test), at each depth
+    rows, results = [], {}
     for depth in [0, *(int(d) for d in args.depths.split(","))]:
         t0 = time.perf_counter()
-        pairs = kept_pairs(check_round_trip(records, passages, depth)) if depth else kept
-        rows.append({"round_trip": depth, "kept": len(pairs), "share_of_written": round(len(pairs) / len(records), 4),
+        results[depth] = res = generate_pairs(texts, path, written, never, round_trip=depth)
+        kept = len(res.pairs)
+        rows.append({"round_trip": depth, "kept": kept, "share_of_written": round(kept / written, 4),
                      "seconds": round(time.perf_counter() - t0, 2),
-                     "openings_3_words": openings([q for q, _ in pairs], 3)})  # fmt: skip
-    reasons = Counter(r["reason"] for r in records if r.get("reason") is not None)
+                     "openings_3_words": openings([q for q, _ in res.pairs], 3)})  # fmt: skip
+    checked = results[0].pairs
     result = {
         "command": " ".join(["python", *sys.argv]),
         "machine": machine(),
         "corpus": args.corpus,
         "queries": args.queries,
-        "passages_in_corpus": len(passages),
-        "written": len(records),
-        "rejected_by_checks": dict(reasons.most_common()),
-        "distinct_kept_queries": len({q.lower() for q, _ in kept}),
+        "passages_in_corpus": len(passages_of(texts)),
+        "written": written,
+        "rejected_by_checks": dict(Counter(results[0].rejected).most_common()),
+        "distinct_kept_queries": len({q.lower() for q, _ in checked}),
         "rows": rows,
-        "examples": [q for q, _ in kept[:10]],
+        "examples": [q for q, _ in checked[:10]],
     }
     for row in rows:
         top = ", ".join(f"'{k}' {v:.0%}" for k, v in row["openings_3_words"][:3])
-        print(f"round trip {row['round_trip'] or 'off'}: {row['kept']} kept of {len(records)}; openings: {top}")
+        print(f"round trip {row['round_trip'] or 'off'}: {row['kept']} kept of {written}; openings: {top}")
     out = RESULTS / f"pseudo_query_stats_{safe_name(args.label)}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
