@@ -59,6 +59,7 @@ from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
 from .data import TITLE_BREAK, TrainingDataError, load_texts
 from .hard_negatives import mine_hard_negatives, text_of
 from .losses import info_nce, matryoshka_info_nce
+from .memory import measure_step, memory_advice
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
 logger = logging.getLogger(__name__)
@@ -402,6 +403,8 @@ def train(
         config.schedule, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps
     )
     step_loss = ObjectiveStep(config, tokenizer, device, distributed=dist is not None, autocast=autocast)
+    if device == "cpu" and dist is None:  # said before the first step, which is where a run too big is killed
+        _check_memory(step_loss, sfp, texts, config)
 
     start, best = 0, None
     log_path = output / "train_log.jsonl"
@@ -552,6 +555,31 @@ def _batch_order(texts: list[str], config: TrainConfig, sfp, tokenizer, device: 
         dist.barrier()
         labels = load_topics(output, len(texts))
     return TopicBatchOrder(labels, config.batch_size, config.seed)
+
+
+def _check_memory(step_loss: ObjectiveStep, sfp, texts: list[str], config: TrainConfig) -> None:
+    """Measure a forward and backward of the longest of the first texts (``training.memory``), log the step's
+    estimated memory and warn where it comes near what this process can reach. Leaves no gradient and the random
+    state as it was."""
+    sample = sorted(texts[:2000], key=len)[-6:]
+    if len(sample) < 6:
+        return
+    rows = config.grad_cache if 0 < config.grad_cache < config.batch_size else config.batch_size
+    rows = rows * (2 + config.hard_negatives) // 2  # hard negatives: a third pass of that many texts per row
+    state = torch.get_rng_state()
+    try:
+        memory = measure_step(
+            lambda n: step_loss.backward(sfp, sample[-n:], np.random.default_rng(0), scale=0.0), rows, small=2, large=6
+        )
+    finally:
+        sfp.zero_grad(set_to_none=True)
+        torch.set_rng_state(state)
+    if memory is None:
+        return
+    logger.info("memory: %s (measured on 2 and 6 rows, scaled to %d)", memory.describe(), rows)
+    advice = memory_advice(memory, config.gradient_checkpointing, config.grad_cache)
+    if advice:
+        logger.warning(advice)
 
 
 def _pseudo_query_units(config: TrainConfig, device: str, output: Path, rank: int, dist):
