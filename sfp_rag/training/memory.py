@@ -24,7 +24,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 GIB = 1 << 30
-WARN_SHARE = 0.85  # warn from this share of the reachable memory: the estimate fell up to 9% short of a full run
+WARN_SHARE = 0.85  # warn from this share of the reachable memory: the estimate fell up to 10% short of a full run
 PROC = Path("/proc")
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -107,8 +107,10 @@ def measure_step(
     first = process_memory(proc)
     probe(large)
     second = process_memory(proc)
-    reachable = reachable_memory(rss, proc, cgroup)
-    if first is None or second is None or reachable is None:
+    if first is None or second is None:
+        return None
+    reachable = reachable_memory(second[0], proc, cgroup)  # what the probes freed and kept is the process's to reuse
+    if reachable is None:
         return None
     per_row = max(0, second[1] - first[1]) / (large - small)
     fixed = max(0.0, first[1] - rss - small * per_row)
@@ -122,7 +124,7 @@ def memory_advice(memory: StepMemory, gradient_checkpointing: bool, grad_cache: 
     options = []
     if not gradient_checkpointing:
         options.append("--gradient-checkpointing (the --corpus recipe: 0.30x the memory at 1.46x the time)")
-    if not grad_cache or grad_cache > 8:
+    if memory.rows > 8 and (not grad_cache or grad_cache > 8):
         options.append("--grad-cache 8 (the same batch, 8 rows embedded at a time)")
     options.append("a lower --max-text-tokens")
     return (
