@@ -11,7 +11,8 @@ embedded by the default and queries by the query tower; STS is unchanged by cons
 
     python benchmarks/query_side_probe.py --steps 40 --out-dir runs/s17/qside40
 
-Writes benchmarks/results/ablation/proxy_nfcorpus_train_query-side-<tag>_question-sum.json. A probe, not a feature:
+Writes benchmarks/results/ablation/proxy_nfcorpus_train_query-side-<tag>_question-sum.json, and the merged backbone
+(fp32, 1.1 GB) beside the run as <out-dir>-base, reused by a later run there. A probe, not a feature:
 nothing in the library serves a second adapter for queries.
 """
 
