@@ -46,13 +46,11 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        fields = {}
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(("RssAnon:", "RssFile:")):
-                name, value = line.split(":", 1)
-                fields[name] = int(value.split()[0])
-        self.anon_kib = max(self.anon_kib, fields.get("RssAnon", 0))
-        self.file_kib = max(self.file_kib, fields.get("RssFile", 0))
+        from sfp_rag.training.memory import proc_fields
+
+        fields = proc_fields(Path("/proc/self/status"), ("RssAnon", "RssFile"))  # bytes
+        self.anon_kib = max(self.anon_kib, fields.get("RssAnon", 0) // 1024)
+        self.file_kib = max(self.file_kib, fields.get("RssFile", 0) // 1024)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

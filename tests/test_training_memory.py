@@ -50,8 +50,8 @@ def test_two_probes_separate_the_fixed_part_from_the_part_per_row(tmp_path):
         sizes.append(rows)
         _fake_proc(proc, rss=rss, hwm=rss + fixed + rows * per_row, available=10_000 * MIB)
 
-    measured = measure_step(probe, rows=32, small=2, large=6, proc=proc, cgroup=tmp_path / "none")
-    assert sizes == [2, 6]
+    measured = measure_step(probe, rows=32, proc=proc, cgroup=tmp_path / "none")
+    assert sizes == [2, 6]  # memory.PROBE_ROWS
     assert (proc / "self" / "clear_refs").read_text() == "5"  # the peak was reset before the probes
     assert measured.per_row == pytest.approx(per_row)
     assert measured.estimate == pytest.approx(rss + fixed + 32 * per_row, rel=1e-6)

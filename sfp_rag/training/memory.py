@@ -27,10 +27,11 @@ GIB = 1 << 30
 WARN_SHARE = 0.85  # warn from this share of the reachable memory: the estimate fell up to 10% short of a full run
 PROC = Path("/proc")
 CGROUP = Path("/sys/fs/cgroup")
+PROBE_ROWS = (2, 6)  # the two probes' sizes: their difference separates the growth per row from the fixed part
 
 
-def _kib_fields(path: Path, names: tuple[str, ...]) -> dict[str, int]:
-    """``name: N kB`` lines of a /proc file, in bytes."""
+def proc_fields(path: Path, names: tuple[str, ...]) -> dict[str, int]:
+    """The ``name: N kB`` lines of a /proc file (``status``, ``meminfo``) among ``names``, in bytes."""
     out = {}
     for line in path.read_text().splitlines():
         key, _, rest = line.partition(":")
@@ -42,7 +43,7 @@ def _kib_fields(path: Path, names: tuple[str, ...]) -> dict[str, int]:
 def process_memory(proc: Path = PROC) -> tuple[int, int] | None:
     """(resident bytes now, peak resident bytes) of this process, or None where /proc does not say."""
     try:
-        fields = _kib_fields(proc / "self" / "status", ("VmRSS", "VmHWM"))
+        fields = proc_fields(proc / "self" / "status", ("VmRSS", "VmHWM"))
         return fields["VmRSS"], fields["VmHWM"]
     except (OSError, KeyError, ValueError, IndexError):
         return None
@@ -61,7 +62,7 @@ def reachable_memory(rss: int, proc: Path = PROC, cgroup: Path = CGROUP) -> int 
     """Bytes this process could be resident in: ``rss`` plus the machine's available memory, capped by the cgroup
     v2 limit of the process's group where there is one (a container); None where /proc does not say."""
     try:
-        reachable = rss + _kib_fields(proc / "meminfo", ("MemAvailable",))["MemAvailable"]
+        reachable = rss + proc_fields(proc / "meminfo", ("MemAvailable",))["MemAvailable"]
     except (OSError, KeyError, ValueError, IndexError):
         return None
     try:
@@ -93,16 +94,18 @@ class StepMemory:
 
 
 def measure_step(
-    probe: Callable[[int], None], rows: int, small: int = 2, large: int = 6, proc: Path = PROC, cgroup: Path = CGROUP
+    probe: Callable[[int], None], rows: int, proc: Path = PROC, cgroup: Path = CGROUP
 ) -> StepMemory | None:
-    """Estimate a step that embeds ``rows`` rows at once from two probes, ``probe(small)`` then ``probe(large)`` (a
-    forward and backward of that many rows): the peak grows by ``per_row`` per row above a fixed part (bf16 copies
-    of the weights under autocast, gradient buffers) that one probe alone would count per row. The peak is not
-    reset between the probes, so memory the first freed and kept does not hide the second's. None where this system
-    does not report memory."""
-    if process_memory(proc) is None or not reset_peak(proc):
+    """Estimate a step that embeds ``rows`` rows at once from two probes, ``probe(n)`` for each ``n`` of
+    ``PROBE_ROWS`` (a forward and backward of that many rows): the peak grows by ``per_row`` per row above a fixed
+    part (bf16 copies of the weights under autocast, gradient buffers) that one probe alone would count per row. The
+    peak is not reset between the probes, so memory the first freed and kept does not hide the second's. None where
+    this system does not report memory."""
+    small, large = PROBE_ROWS
+    before = process_memory(proc)
+    if before is None or not reset_peak(proc):
         return None
-    rss = process_memory(proc)[0]
+    rss = before[0]  # resetting the peak leaves the resident size as it was
     probe(small)
     first = process_memory(proc)
     probe(large)

@@ -59,7 +59,7 @@ from .config import DOCUMENT_OBJECTIVES, QUERY_OBJECTIVES, TrainConfig
 from .data import TITLE_BREAK, TrainingDataError, load_texts
 from .hard_negatives import mine_hard_negatives, text_of
 from .losses import info_nce, matryoshka_info_nce
-from .memory import measure_step, memory_advice
+from .memory import PROBE_ROWS, measure_step, memory_advice
 from .sampling import BatchOrder, TopicBatchOrder, cluster_sizes, kmeans_labels, load_topics, save_topics
 
 logger = logging.getLogger(__name__)
@@ -561,22 +561,25 @@ def _check_memory(step_loss: ObjectiveStep, sfp, texts: list[str], config: Train
     """Measure a forward and backward of the longest of the first texts (``training.memory``), log the step's
     estimated memory and warn where it comes near what this process can reach. Leaves no gradient and the random
     state as it was."""
-    sample = sorted(texts[:2000], key=len)[-6:]
-    if len(sample) < 6:
+    largest = max(PROBE_ROWS)
+    sample = sorted(texts[:2000], key=len)[-largest:]
+    if len(sample) < largest:
         return
     rows = config.grad_cache if 0 < config.grad_cache < config.batch_size else config.batch_size
     rows = rows * (2 + config.hard_negatives) // 2  # hard negatives: a third pass of that many texts per row
+
+    def probe(n: int) -> None:  # the n longest texts, forward and backward; a zero loss scale adds no gradient
+        step_loss.backward(sfp, sample[-n:], np.random.default_rng(0), scale=0.0)
+
     state = torch.get_rng_state()
     try:
-        memory = measure_step(
-            lambda n: step_loss.backward(sfp, sample[-n:], np.random.default_rng(0), scale=0.0), rows, small=2, large=6
-        )
+        memory = measure_step(probe, rows)
     finally:
         sfp.zero_grad(set_to_none=True)
         torch.set_rng_state(state)
     if memory is None:
         return
-    logger.info("memory: %s (measured on 2 and 6 rows, scaled to %d)", memory.describe(), rows)
+    logger.info("memory: %s (measured on %d and %d rows, scaled to %d)", memory.describe(), *PROBE_ROWS, rows)
     advice = memory_advice(memory, config.gradient_checkpointing, config.grad_cache)
     if advice:
         logger.warning(advice)
