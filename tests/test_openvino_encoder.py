@@ -138,3 +138,25 @@ def test_a_cold_search_in_a_fresh_process_does_not_import_torch(index, cache):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"text": TEXTS[3], "torch": False, "transformers": False}
+
+
+def test_the_torch_free_path_refuses_an_index_whose_adapter_changed_since(tiny_model_dir, cache, tmp_path):
+    """The quick encoder comes from the cache of the adapter's current weights: after the adapter changed (retrained
+    in place, a new shipped default) it is converted anew and would serve another model than the index's."""
+    from sfp_rag.embedding.encoder import SFPEncoder
+    from sfp_rag.embedding.openvino_encoder import OpenVINOEncoder
+    from sfp_rag.retrieval.builder import build_index
+    from sfp_rag.retrieval.index_folder import IndexMismatchError
+    from sfp_rag.retrieval.searcher import Searcher
+    from tests.test_pipeline import retrain_in_place, trained_adapter, write_docs
+
+    adapter = trained_adapter(tiny_model_dir, tmp_path / "adapter")
+    settings = {"runtime": "openvino", "dtype": "float32", "device": "cpu"}
+    build_index(write_docs(tmp_path / "docs"), SFPEncoder.from_pretrained(str(adapter), **settings),
+                tmp_path / "kb", show_progress=False)  # fmt: skip
+    assert isinstance(Searcher.open(tmp_path / "kb", lazy=True).embedder(), OpenVINOEncoder)  # the quick path
+    retrain_in_place(adapter)
+    SFPEncoder.from_pretrained(str(adapter), **settings)  # the new weights converted (any later use does it)
+    searcher = Searcher.open(tmp_path / "kb", lazy=True)
+    with pytest.raises(IndexMismatchError, match="has changed since.*holds other weights"):
+        searcher.search("cats", mode="dense")

@@ -151,6 +151,58 @@ def test_another_encoder_is_refused(docs, encoder, tmp_path, tiny_model_dir):
     assert report.reused == 0 and Collection.open(out).fingerprint == other.fingerprint()
 
 
+def trained_adapter(tiny_model_dir, folder: Path) -> Path:
+    """A tiny LoRA adapter trained for two steps (a few seconds)."""
+    from sfp_rag.training.config import TrainConfig
+    from sfp_rag.training.trainer import train
+    from tests.test_training import SENTENCES
+
+    data = folder.parent / f"{folder.name}.txt"
+    data.write_text("\n".join(SENTENCES))
+    config = TrainConfig(
+        data=str(data), output_dir=str(folder), model=str(tiny_model_dir), quantization="none",
+        batch_size=8, max_steps=2, lr=1e-3, warmup_steps=0, device="cpu", dtype="float32",
+    )  # fmt: skip
+    train(config, show_progress=False)
+    return folder
+
+
+def retrain_in_place(adapter: Path) -> None:
+    """What retraining an adapter folder (or upgrading the shipped default) does to an index that records it."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = adapter / "adapter_model.safetensors"
+    save_file({k: 2 * v for k, v in load_file(str(weights)).items()}, str(weights))
+
+
+def test_an_index_whose_adapter_changed_since_is_refused_not_searched(docs, tmp_path, tiny_model_dir, monkeypatch):
+    """An index opened without an encoder rebuilds the one its manifest records; if that adapter's weights changed
+    since the build, queries would land in another space than the index's vectors: refused, with the fix."""
+    from click.testing import CliRunner
+
+    from sfp_rag.cli import main
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    adapter = trained_adapter(tiny_model_dir, tmp_path / "adapter")
+    built_by = SFPEncoder.from_pretrained(str(adapter), device="cpu", dtype="float32", runtime="torch")
+    _build(docs, built_by, tmp_path / "kb", hybrid=True)
+    assert Searcher.open(tmp_path / "kb", device="cpu", dtype="float32", runtime="torch").search("cats", mode="dense")
+    retrain_in_place(adapter)
+    with pytest.raises(IndexMismatchError, match="has changed since") as err:
+        Searcher.open(tmp_path / "kb", device="cpu", dtype="float32", runtime="torch")
+    message = str(err.value)
+    assert "adapter_sha256" in message and "holds other weights" in message and "upgrade" in message
+    assert f"sfp-rag index {docs.resolve()} --out {tmp_path / 'kb'} --rebuild" in message and "--bm25" in message
+    lazy = Searcher.open(tmp_path / "kb", lazy=True, device="cpu", dtype="float32", runtime="torch")
+    assert lazy.search("cats", mode="bm25")[0].source == "pets/cats.txt"  # keywords need no model: still served
+    with pytest.raises(IndexMismatchError, match="has changed since"):
+        lazy.search("cats", mode="dense")
+    result = CliRunner().invoke(main, ["-q", "query", "cats", "--index", str(tmp_path / "kb"), "--runtime", "torch"])
+    assert result.exit_code == 1 and "has changed since" in result.output and "--rebuild" in result.output
+    with pytest.raises(IndexMismatchError, match="holds other weights.*--rebuild"):  # an update says it too
+        _build(docs, SFPEncoder.from_pretrained(str(adapter), device="cpu", dtype="float32"), tmp_path / "kb")
+
+
 def test_interrupted_build_keeps_the_old_index_and_resumes(docs, encoder, tmp_path, monkeypatch):
     import sfp_rag.retrieval.builder as builder
 

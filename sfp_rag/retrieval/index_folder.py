@@ -246,7 +246,14 @@ def encoder_section(encoder) -> dict[str, Any]:
 def describe_difference(identity: dict[str, Any], encoder) -> str:
     mine = encoder.identity()
     diffs = [f"{k}: index {identity.get(k)!r} vs now {mine.get(k)!r}" for k in mine if identity.get(k) != mine.get(k)]
-    return "; ".join(diffs) or "fingerprints differ"
+    text = "; ".join(diffs) or "fingerprints differ"
+    if mine.get("adapter") and identity.get("adapter") == mine["adapter"]:
+        if identity.get("adapter_sha256") != mine.get("adapter_sha256"):
+            text += (
+                f": the adapter {mine['adapter']!r} holds other weights than when the index was built (retrained in "
+                "place, or a new shipped default after an sfp-rag upgrade)"
+            )
+    return text
 
 
 # The manifest fields that readers rely on, with their types: anything else is optional.

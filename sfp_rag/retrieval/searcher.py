@@ -160,6 +160,7 @@ def _quick_encoder(collection: Collection, overrides: dict[str, Any]):
     encoder = OpenVINOEncoder.from_cache(settings.pop("model"), **settings)
     if encoder is None:
         return None
+    _check_same_as_built(collection, encoder)
     expected = collection.manifest["encoder"].get("probe_ids")
     if expected is not None and encoder.probe_ids() != expected:
         return None  # the full path falls back to transformers' tokenizer
@@ -181,6 +182,7 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
     from ..embedding.encoder import SFPEncoder  # imports torch and transformers
 
     encoder = SFPEncoder.from_pretrained(settings.pop("model"), fast_tokenizer=True, **settings)
+    _check_same_as_built(collection, encoder)
     _note_runtime(collection, encoder)
     expected = collection.manifest["encoder"].get("probe_ids")
     if expected is not None and encoder.probe_ids() != expected:
@@ -189,6 +191,21 @@ def _recorded_encoder(collection: Collection, overrides: dict[str, Any]):
             encoder.model, load_tokenizer(encoder.config.model), encoder.config, device=encoder.device
         )
     return encoder
+
+
+def _check_same_as_built(collection: Collection, encoder) -> None:
+    """The model an index records can change under it (an adapter folder retrained in place; the shipped default
+    after an upgrade): its queries would then land in another vector space than the index's vectors, silently."""
+    if encoder.fingerprint() == collection.fingerprint:
+        return
+    docs = collection.manifest.get("docs_dir")
+    rebuild = f"sfp-rag index {docs} --out {collection.path} --rebuild" if docs else "rebuild it with --rebuild"
+    keywords = ", or search it by keywords alone meanwhile (--bm25)" if collection.has_bm25 else ""
+    raise IndexMismatchError(
+        f"the model that built {collection.path} has changed since "
+        f"({describe_difference(collection.manifest['encoder']['identity'], encoder)}), so queries embedded by it "
+        f"would not match the index's vectors: re-embed the index ({rebuild}){keywords}"
+    )
 
 
 def _note_runtime(collection: Collection, encoder) -> None:
