@@ -243,8 +243,8 @@ class ObjectiveStep:
         """Accumulate the gradient of ``scale`` x the batch loss into the model; returns the loss (detached) and the
         number of tokens processed. Uses GradCache when ``config.grad_cache`` is below the batch size (not with
         ``negatives``: the config refuses the two together)."""
-        chunk = self.config.grad_cache
-        if not chunk or chunk >= len(texts):
+        chunk = self.rows_at_once(len(texts))
+        if chunk == len(texts):
             loss, tokens = self(model, texts, rng, negatives)
             (loss * scale).backward()
             return loss.detach(), tokens
@@ -267,6 +267,12 @@ class ObjectiveStep:
             a, p, _ = self._embed(model, first[s:e], second[s:e], query_side)
             torch.autograd.backward([a.float(), p.float()], [anchor.grad[s:e], positive.grad[s:e]])
         return loss.detach(), tokens
+
+    def rows_at_once(self, batch: int) -> int:
+        """How many of a batch's rows ``backward`` embeds with their graph at once: GradCache's sub-batch where
+        ``config.grad_cache`` is below the batch size, else the whole batch."""
+        chunk = self.config.grad_cache
+        return chunk if 0 < chunk < batch else batch
 
     def _views(self, texts: list[str], rng: np.random.Generator | None) -> tuple[list[str], list[str], bool]:
         """(anchors, positives, whether the anchors take the first prompt) of one batch. The first prompt is the
@@ -565,7 +571,7 @@ def _check_memory(step_loss: ObjectiveStep, sfp, texts: list[str], config: Train
     sample = sorted(texts[:2000], key=len)[-largest:]
     if len(sample) < largest:
         return
-    rows = config.grad_cache if 0 < config.grad_cache < config.batch_size else config.batch_size
+    rows = step_loss.rows_at_once(config.batch_size)
     rows = rows * (2 + config.hard_negatives) // 2  # hard negatives: a third pass of that many texts per row
 
     def probe(n: int) -> None:  # the n longest texts, forward and backward; a zero loss scale adds no gradient
