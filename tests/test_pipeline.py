@@ -153,17 +153,12 @@ def test_another_encoder_is_refused(docs, encoder, tmp_path, tiny_model_dir):
 
 def trained_adapter(tiny_model_dir, folder: Path) -> Path:
     """A tiny LoRA adapter trained for two steps (a few seconds)."""
-    from sfp_rag.training.config import TrainConfig
     from sfp_rag.training.trainer import train
-    from tests.test_training import SENTENCES
+    from tests.test_training import SENTENCES, _config
 
     data = folder.parent / f"{folder.name}.txt"
     data.write_text("\n".join(SENTENCES))
-    config = TrainConfig(
-        data=str(data), output_dir=str(folder), model=str(tiny_model_dir), quantization="none",
-        batch_size=8, max_steps=2, lr=1e-3, warmup_steps=0, device="cpu", dtype="float32",
-    )  # fmt: skip
-    train(config, show_progress=False)
+    train(_config(tiny_model_dir, data, folder, max_steps=2), show_progress=False)
     return folder
 
 
