@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sfp_rag.embedding import backbones
@@ -56,3 +58,33 @@ def test_describe_models_lists_every_builtin():
     rows = backbones.describe_models()
     assert {r["name"] for r in rows} == set(BUILTIN_MODELS)
     assert all("install" in r and "license" in r for r in rows)
+
+
+def test_adapter_digest_is_remembered_and_follows_every_rewrite(tmp_path, monkeypatch):
+    """The adapter's digest is read once per file version (a cold query asks twice: the index check and the
+    encoder), and a rewritten file, even one of the same size, gets its own digest, equal to a plain SHA-256."""
+    import hashlib
+    import os
+
+    from sfp_rag.embedding.base import adapter_digest
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"a" * 4096)
+    first = adapter_digest(str(weights.parent))
+    assert first == hashlib.sha256(b"a" * 4096).hexdigest()[:16]
+
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (reads.append(a[0]), real_open(*a, **k))[1])
+    assert adapter_digest(str(weights.parent)) == first
+    assert all(Path(p) != weights for p in reads if isinstance(p, str | Path))
+    monkeypatch.undo()
+
+    monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
+    weights.write_bytes(b"b" * 4096)  # retrained in place: same size, same inode
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a later write, whatever the clock tick
+    assert adapter_digest(str(weights.parent)) == hashlib.sha256(b"b" * 4096).hexdigest()[:16]
+    assert adapter_digest(None) is None and adapter_digest(str(tmp_path)) is None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import check_texts, require_regular_file
-from .backbones import BUILTIN_MODELS
+from .backbones import BUILTIN_MODELS, file_digest
 from .config import CONFIG_NAME, DEFAULT_MODEL_NAME, EncoderConfig, default_model_dir, load_encoder_config, save_config
 from .pooling import check_pooling, normalize_numpy, pooled_dim
 from .rotation import load_rotation
@@ -302,15 +302,14 @@ def check_adapter_dir(adapter: str | Path) -> Path:
 
 
 def adapter_digest(adapter: str | None) -> str | None:
-    """The first 16 hex digits of the SHA-256 of an adapter's weights file (None without an adapter)."""
+    """The first 16 hex digits of the SHA-256 of an adapter's weights file (None without an adapter).
+
+    Read through `backbones.file_digest`, which remembers a digest per (path, size, mtime, inode): opening an index
+    and loading its encoder both ask, and a cold query would otherwise hash the file twice."""
     if not adapter:
         return None
-    h = hashlib.sha256()
     for name in _ADAPTER_WEIGHTS:
         p = Path(adapter) / name
         if p.exists():
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            return h.hexdigest()[:16]
+            return file_digest(p)[:16]
     return None
