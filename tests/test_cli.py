@@ -563,6 +563,18 @@ def test_every_baseline_runs_through_eval_beir(tmp_path, tiny_model_dir, monkeyp
     peer_rows = {"all-MiniLM-L6-v2", "all-MiniLM-L6-v2+bm25", "all-mpnet-base-v2", "all-mpnet-base-v2+bm25"}
     assert {"tiny", "tiny+bm25", "BM25"} | peer_rows <= set(scores)
     assert len(scores) == 7 + 2 * len(BASELINE_TEMPLATES), sorted(scores)  # each dense peer also fused
+    # a peer as the system under test: its rows without ours (what a peer-only table needs)
+    args = ["-q", "eval", "beir", "--data", str(tmp_path / "beir"), "--peer", "mpnet", "--baselines", "bm25",
+            "--hybrid", "--chunk-size", "64", "-o", str(tmp_path / "p.json")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    peer_only = json.loads((tmp_path / "p.json").read_text())
+    assert set(peer_only["scores"]) == {"all-mpnet-base-v2", "all-mpnet-base-v2+bm25", "BM25"}
+    for row in ("all-mpnet-base-v2", "all-mpnet-base-v2+bm25"):  # the same vectors and fusion as in the joint run
+        assert peer_only["scores"][row] == pytest.approx(scores[row])
+    assert peer_only["encoder"]["pooling"] == "mean"
+    result = CliRunner().invoke(main, [*args[:-2], "--widths", "8", "-o", str(tmp_path / "q.json")])
+    assert result.exit_code == 2 and "full width" in result.output
 
 
 def test_eval_beir_widths_score_the_cut_vectors_and_refuse_bad_ones(tmp_path, tiny_model_dir, monkeypatch):

@@ -158,6 +158,7 @@ def eval_sts(
 @centering_option
 @chunking_options
 @engine_options
+@peer_option
 @result_options
 def eval_beir(
     model,
@@ -185,20 +186,28 @@ def eval_beir(
     engine,
     ray_address,
     workers,
+    peer,
     output,
     label,
 ) -> None:
-    """nDCG@10, Recall@100, MAP@100, MRR@10 on a BEIR dataset, through the same chunking and FAISS path as `index`."""
+    """nDCG@10, Recall@100, MAP@100, MRR@10 on a BEIR dataset, through the same chunking and FAISS path as `index`.
+
+    With --peer, a reference encoder is the system under test instead of an SFP model (its rows without ours)."""
     from ..embedding.encoder import SFPEncoder, resolve_config
     from ..evaluation.beir import BeirDataError, evaluate_beir, format_beir_table
 
     check_engine_options(engine, ray_address, workers)
     if split == "test" and (max_chunks or max_queries):
         click.echo("warning: --max-chunks/--max-queries are for tuning sweeps; report test numbers in full", err=True)
-    encoder = build_encoder(
-        model, adapter, template, pooling, device, dtype, query_template=query_template, runtime=runtime
-    )
-    systems: dict = {label or model_label(encoder): encoder}
+    if peer is not None and widths:
+        raise click.BadParameter("cuts an SFP model's vectors; a peer is scored at full width", param_hint="--widths")
+    if peer is None:
+        encoder = build_encoder(
+            model, adapter, template, pooling, device, dtype, query_template=query_template, runtime=runtime
+        )
+    else:
+        encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime)
+    systems: dict = {label or _label_of(encoder): encoder}
     for width in _widths(widths, encoder.dim):
         cut = SFPEncoder(encoder.model, encoder.tokenizer, encoder.config.replace(truncate_dim=width), encoder.device)
         systems[f"{next(iter(systems))}, {width}d"] = cut
