@@ -302,6 +302,11 @@ def test_report_builds_markdown_and_plots(tmp_path):
     (res / "c.json").write_text(json.dumps(beir))
     beir["scores"] = {"sfp": {"nDCG@10": 5, "Recall@100": 6, "MAP@100": 7, "MRR@10": 8}}
     (res / "c2.json").write_text(json.dumps(beir))
+    beir["scores"] = {  # the same system run again: another score is kept beside the first, the same one once
+        "sfp": {"nDCG@10": 5.5, "Recall@100": 6, "MAP@100": 7, "MRR@10": 8},
+        "BM25": {"nDCG@10": 1, "Recall@100": 2, "MAP@100": 3, "MRR@10": 4},
+    }
+    (res / "c3.json").write_text(json.dumps(beir))
     (res / "d.json").write_text(
         json.dumps(
             {"kind": "space", "label": "m", "split": "dev", "alignment": 0.3, "uniformity": -2.0, "ratio": 6.67}
@@ -331,6 +336,9 @@ def test_report_builds_markdown_and_plots(tmp_path):
         "| crops | two-pass-crops |",
     ):
         assert needle in md
+    beir_table = md.split("## BEIR")[1].split("## Semantic space")[0]
+    assert "| sfp | 5.00 |" in beir_table and "| sfp [c3] | 5.50 |" in beir_table
+    assert beir_table.count("| BM25 |") == 1 and "BM25 [c3]" not in beir_table
     test_table, dev_table = md.split("## BEIR")[0].split("### Tuning data (dev splits)")
     assert "| STS12 | STS-B | Avg. |" in test_table and "candidate" not in test_table
     assert "| candidate | 79.50 | 73.00 | 76.25 |" in dev_table and "zero-shot" not in dev_table

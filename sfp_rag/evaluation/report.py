@@ -77,6 +77,7 @@ def _read_result(f: Path) -> tuple[str, dict[str, Any]]:
         if not isinstance(value, expected) and not (expected is float and isinstance(value, int)):
             raise ValueError(f"{f} is a damaged {kind} result: {key!r} should be a {expected.__name__}")
     data["label"] = data.get("label") or f.stem
+    data["source"] = f.stem  # tells apart rows of the same name from different files
     return kind, data
 
 
@@ -195,7 +196,11 @@ def _beir_section(results: list[dict], out_dir: Path, order: list[str] | None = 
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in results:
         entry = merged.setdefault((r["dataset"], r["split"]), {"queries": r["queries"], "documents": r["documents"]})
-        entry.setdefault("scores", {}).update(r["scores"])
+        scores = entry.setdefault("scores", {})
+        for name, row in r["scores"].items():
+            if name in scores and scores[name] != row:  # another run of the same system: keep both, named apart
+                name = f"{name} [{r.get('source', '?')}]"
+            scores[name] = row
     if order:
         for entry in merged.values():
             entry["scores"] = {name: entry["scores"][name] for name in order if name in entry["scores"]}
