@@ -58,9 +58,11 @@ def _made_by(encoder) -> dict:
     return {"encoder": encoder.identity(), "runtime": getattr(encoder, "runtime", None)}
 
 
-def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime=None):
+def _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime=None, query_template=None):
     if peer is None:
-        return build_encoder(model, adapter, template, pooling, device, dtype, runtime=runtime)
+        return build_encoder(
+            model, adapter, template, pooling, device, dtype, query_template=query_template, runtime=runtime
+        )
     from ..evaluation.peers import MeanPoolEncoder
 
     try:
@@ -201,12 +203,7 @@ def eval_beir(
         click.echo("warning: --max-chunks/--max-queries are for tuning sweeps; report test numbers in full", err=True)
     if peer is not None and widths:
         raise click.BadParameter("cuts an SFP model's vectors; a peer is scored at full width", param_hint="--widths")
-    if peer is None:
-        encoder = build_encoder(
-            model, adapter, template, pooling, device, dtype, query_template=query_template, runtime=runtime
-        )
-    else:
-        encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime)
+    encoder = _encoder_or_peer(peer, model, adapter, template, pooling, device, dtype, runtime, query_template)
     systems: dict = {label or _label_of(encoder): encoder}
     for width in _widths(widths, encoder.dim):
         cut = SFPEncoder(encoder.model, encoder.tokenizer, encoder.config.replace(truncate_dim=width), encoder.device)

@@ -157,10 +157,6 @@ class MeanPoolEncoder:
         encoder.name = PEERS[key][0]
         return encoder
 
-    @classmethod
-    def minilm(cls, device: str = "cpu") -> MeanPoolEncoder:
-        return cls.peer("minilm", device=device)
-
     @property
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
